@@ -1,0 +1,7 @@
+"""Catalogs: SQLite (embedded default), PostgreSQL, and the remote query endpoint."""
+
+from __future__ import annotations
+
+from .base import Catalog, OutboxEvent
+
+__all__ = ["Catalog", "OutboxEvent"]

@@ -1,0 +1,67 @@
+"""The catalog protocol: one row per instance, upserted by SOP Instance UID."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..models import InstanceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event waiting for delivery. Written in the same transaction as the catalog row."""
+
+    id: str
+    type: str
+    source: str
+    body: bytes
+    attempts: int = 0
+
+
+class Catalog(Protocol):
+    #: True when events can be written to a durable outbox in the catalog's transaction.
+    has_outbox: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise :class:`CatalogError` if the catalog is not usable (for ``/readyz``)."""
+        ...
+
+    async def upsert_instance(
+        self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()
+    ) -> str | None:
+        """Insert or replace the row for ``record.sop_instance_uid`` and enqueue ``events``,
+        in one transaction. Returns the previous object key if it differs from the new one
+        (the caller removes that object), else ``None``."""
+        ...
+
+    async def get_instance(
+        self, study_uid: str, series_uid: str | None, sop_instance_uid: str
+    ) -> InstanceRecord | None: ...
+
+    async def list_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        """Instances of a study or series, ordered by series, instance number, SOP UID."""
+        ...
+
+    async def delete_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        events: Sequence[OutboxEvent] = (),
+    ) -> list[InstanceRecord]:
+        """Delete matching rows (and enqueue ``events``) in one transaction; return them."""
+        ...
+
+    async def pending_events(self, limit: int = 100) -> list[OutboxEvent]: ...
+
+    async def mark_events_sent(self, ids: Sequence[str]) -> None: ...
+
+    async def record_event_attempt(self, event_id: str) -> None: ...
