@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import InstanceRecord
+
+if TYPE_CHECKING:
+    from .qido import QidoQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,13 @@ class Catalog(Protocol):
         (the caller removes that object), else ``None``."""
         ...
 
+    async def upsert_instances(
+        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
+    ) -> list[str | None]:
+        """Bulk :meth:`upsert_instance`: all ``records`` and ``events`` in one transaction.
+        Returns, per record, the previous object key when it differed, else ``None``."""
+        ...
+
     async def get_instance(
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
     ) -> InstanceRecord | None: ...
@@ -58,6 +68,11 @@ class Catalog(Protocol):
         events: Sequence[OutboxEvent] = (),
     ) -> list[InstanceRecord]:
         """Delete matching rows (and enqueue ``events``) in one transaction; return them."""
+        ...
+
+    async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:
+        """QIDO-RS: the DICOM JSON result objects for ``query`` (see :mod:`.qido`), in a stable
+        order, with ``RetrieveURL`` built from ``base_url`` (``http://host:port/dicomweb``)."""
         ...
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]: ...

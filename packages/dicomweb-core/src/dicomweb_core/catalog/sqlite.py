@@ -1,0 +1,286 @@
+"""The embedded SQLite catalog (stdlib ``sqlite3``).
+
+One connection, used only from one worker thread: SQLite serialises writers anyway, and a
+single thread keeps the connection's statement cache warm and needs no locking. WAL mode
+with ``synchronous=FULL`` makes a commit durable before the caller acknowledges a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import CatalogError
+from ..models import InstanceRecord
+from .base import OutboxEvent
+from .rows import instance_rows, record_from_row
+from .schema import CREATE_VERSION_TABLE, migrations
+from .sql import instance_filter, statements, study_count_params
+
+if TYPE_CHECKING:
+    from .qido import QidoQuery
+
+R = TypeVar("R")
+
+_S = statements("sqlite")
+
+
+def _wrap_errors(fn: Callable[..., R]) -> Callable[..., R]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise CatalogError(f"sqlite catalog: {exc}") from exc
+
+    return wrapper
+
+
+class SQLiteCatalog:
+    """Catalog in one SQLite file (or ``":memory:"``)."""
+
+    has_outbox = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        if self._executor is None:
+            raise CatalogError("sqlite catalog is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CatalogError("sqlite catalog is not open")
+        return self._conn
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-catalog")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    @_wrap_errors
+    def _open_sync(self) -> None:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction spans
+        # exactly one catalog operation.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        self._conn = conn
+        self._migrate_sync()
+
+    def _migrate_sync(self) -> None:
+        c = self._c
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(CREATE_VERSION_TABLE)
+            row = c.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            all_migrations = migrations("sqlite")
+            if current > len(all_migrations):
+                raise CatalogError(
+                    f"sqlite catalog {self.path}: schema version {current} is newer than this software"
+                    f" ({len(all_migrations)})"
+                )
+            for version, stmts in enumerate(all_migrations[current:], start=current + 1):
+                for stmt in stmts:
+                    c.execute(stmt)
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def check(self) -> None:
+        await self._run(_wrap_errors(lambda: self._c.execute("SELECT 1 FROM schema_version").fetchone()))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], R]) -> R:
+        c = self._c
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(c)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return result
+
+    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
+        return (await self._run(self._upsert_sync, [record], events))[0]
+
+    async def upsert_instances(
+        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
+    ) -> list[str | None]:
+        """Bulk form of :meth:`upsert_instance`: one transaction for all ``records``.
+        Returns, per record, the previous object key when it differed."""
+        if not records:
+            return []
+        return await self._run(self._upsert_sync, list(records), events)
+
+    @_wrap_errors
+    def _upsert_sync(self, records: list[InstanceRecord], events: Sequence[OutboxEvent]) -> list[str | None]:
+        now = time.time()
+        rows = [instance_rows(r, now) for r in records]  # parse outside the write lock
+
+        def body(c: sqlite3.Connection) -> list[str | None]:
+            previous: list[str | None] = []
+            series: dict[str, None] = {}
+            studies: dict[str, None] = {}
+            for rec in records:
+                old = c.execute(_S.old_instance, (rec.sop_instance_uid,)).fetchone()
+                if old is None:
+                    previous.append(None)
+                    continue
+                studies[old[0]] = None
+                series[old[1]] = None
+                c.execute(_S.delete_seq_of_instance, (rec.sop_instance_uid,))
+                previous.append(old[2] if old[2] != rec.object_key else None)
+            c.executemany(_S.upsert_instance, [r.instance for r in rows])
+            c.executemany(_S.upsert_series, [r.series for r in rows])
+            c.executemany(_S.upsert_study, [r.study for r in rows])
+            c.executemany(_S.insert_seq, [s for r in rows for s in r.seq])
+            series.update((rec.series_uid, None) for rec in records)
+            studies.update((rec.study_uid, None) for rec in records)
+            self._refresh(c, series, studies)
+            self._enqueue(c, events, now)
+            return previous
+
+        return self._transaction(body)
+
+    @staticmethod
+    def _refresh(c: sqlite3.Connection, series: Iterable[str], studies: Iterable[str]) -> None:
+        """Recompute the aggregates of the touched series and studies; drop empty ones."""
+        series_params = [(s,) for s in series]
+        c.executemany(_S.count_series, series_params)
+        c.executemany(_S.drop_empty_series, series_params)
+        study_params = [(s,) for s in studies]
+        c.executemany(_S.count_study, [study_count_params(s) for s, in study_params])
+        c.executemany(_S.drop_empty_study, study_params)
+
+    @staticmethod
+    def _enqueue(c: sqlite3.Connection, events: Sequence[OutboxEvent], now: float) -> None:
+        c.executemany(_S.insert_event, [(e.id, e.type, e.source, e.body, e.attempts, now) for e in events])
+
+    async def delete_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        events: Sequence[OutboxEvent] = (),
+    ) -> list[InstanceRecord]:
+        return await self._run(self._delete_sync, study_uid, series_uid, sop_instance_uid, events)
+
+    @_wrap_errors
+    def _delete_sync(
+        self, study_uid: str, series_uid: str | None, sop_uid: str | None, events: Sequence[OutboxEvent]
+    ) -> list[InstanceRecord]:
+        where, params = instance_filter("?", study_uid, series_uid, sop_uid)
+
+        def body(c: sqlite3.Connection) -> list[InstanceRecord]:
+            records = [record_from_row(r) for r in c.execute(_S.select_records(where), params)]
+            if records:
+                c.execute(f"DELETE FROM seq_attrs WHERE {where}", params)
+                c.execute(f"DELETE FROM instances WHERE {where}", params)
+                self._refresh(c, dict.fromkeys(r.series_uid for r in records), [study_uid])
+            self._enqueue(c, events, time.time())
+            return records
+
+        return self._transaction(body)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_instance(
+        self, study_uid: str, series_uid: str | None, sop_instance_uid: str
+    ) -> InstanceRecord | None:
+        where, params = instance_filter("?", study_uid, series_uid, sop_instance_uid)
+        row = await self._run(self._fetchone, _S.select_records(where), params)
+        return record_from_row(row) if row is not None else None
+
+    async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        where, params = instance_filter("?", study_uid, series_uid, None)
+        sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
+        return [record_from_row(r) for r in await self._run(self._fetchall, sql, params)]
+
+    @_wrap_errors
+    def _fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._c.execute(sql, params).fetchone()
+        return row
+
+    @_wrap_errors
+    def _fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._c.execute(sql, params).fetchall()
+
+    async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:
+        return await self._run(self._search_sync, query, base_url)
+
+    @_wrap_errors
+    def _search_sync(self, query: QidoQuery, base_url: str) -> list[dict[str, Any]]:
+        from . import qidosql
+
+        plan = qidosql.plan(query, "sqlite")
+        rows = self._c.execute(plan.sql, plan.params).fetchall()
+        extra: dict[str, bytes] = {}
+        if plan.needs_metadata and rows:
+            extra = self._representative_metadata(plan.level_key_column, [r[0] for r in rows])
+        return qidosql.results(query, rows, extra, base_url)
+
+    def _representative_metadata(self, column: str, keys: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        sql = f"SELECT metadata FROM instances WHERE {column} = ? LIMIT 1"
+        for key in keys:
+            row = self._c.execute(sql, (key,)).fetchone()
+            if row is not None:
+                out[key] = row[0]
+        return out
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
+        rows = await self._run(self._fetchall, _S.pending_events, (limit,))
+        return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
+
+    async def mark_events_sent(self, ids: Sequence[str]) -> None:
+        await self._run(self._executemany_tx, _S.mark_sent, [(time.time(), i) for i in ids])
+
+    async def record_event_attempt(self, event_id: str) -> None:
+        await self._run(self._executemany_tx, _S.record_attempt, [(event_id,)])
+
+    @_wrap_errors
+    def _executemany_tx(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        self._transaction(lambda c: c.executemany(sql, params))
