@@ -1,0 +1,100 @@
+"""The ``dicomweb`` command: ``serve`` (embedded all-in-one), ``stow-svc``, ``wado-svc``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import load_settings
+from .errors import ConfigError
+
+log = logging.getLogger("dicomweb")
+
+_ENV_PREFIX = "DICOMWEB_"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dicomweb", description="DICOMweb Ingestion Service (STOW-RS, QIDO-RS, WADO-RS)")
+    sub = p.add_subparsers(dest="command", required=True)
+    default_port = int(os.environ.get("PORT", "8080") or 8080)
+
+    def common(sp: argparse.ArgumentParser, host: str) -> None:
+        sp.add_argument("--host", default=host, help=f"listen address (default {host})")
+        sp.add_argument("--port", type=int, default=default_port, help="listen port (default $PORT or 8080)")
+        sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+        sp.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow this CORS origin ('*' for any)")
+        sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    serve = sub.add_parser("serve", help="STOW + WADO + QIDO in one process on a local folder and SQLite")
+    common(serve, "127.0.0.1")
+    serve.add_argument("--data-dir", default="./dicomweb-data", help="objects and catalog (default ./dicomweb-data)")
+    serve.add_argument("--catalog-url", default="", help="override the catalog (default SQLite in --data-dir)")
+    for name in ("stow-svc", "wado-svc"):
+        sp = sub.add_parser(name, help=f"the {name[:4].upper()} service alone (configured by environment)")
+        common(sp, "0.0.0.0")
+        sp.add_argument("--data-dir", default=None, help="file store instead of S3 (default: BUCKET_* config)")
+        sp.add_argument("--catalog-url", default="", help="default $CATALOG_URL")
+    return p
+
+
+def create_app_from_env():  # type: ignore[no-untyped-def]
+    """uvicorn factory (``--workers`` > 1 re-imports the app in each worker from the environment)."""
+    from .runtime import build_runtime
+    from .server import build_app, discover_services
+
+    env = os.environ
+    command = env.get(_ENV_PREFIX + "COMMAND", "serve")
+    settings = load_settings()
+    runtime = build_runtime(settings)
+    factories = discover_services()
+    wanted = {"serve": ["stow", "wado"], "stow-svc": ["stow"], "wado-svc": ["wado"]}[command]
+    missing = [name for name in wanted if name not in factories]
+    if missing:
+        raise ConfigError(f"service package(s) not installed: {', '.join(missing)}")
+    services = [factories[name](runtime) for name in wanted]
+    return build_app(runtime, services, combined=command == "serve")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ[_ENV_PREFIX + "COMMAND"] = args.command
+    if args.data_dir:
+        os.environ[_ENV_PREFIX + "DATA_DIR"] = str(Path(args.data_dir).resolve())
+        if args.command != "serve":
+            # A data dir on a service means the file store, whatever BUCKET_* says.
+            for key in ("BUCKET_NAME", "BUCKET_CONFIG_PATH"):
+                os.environ.pop(key, None)
+    if args.catalog_url:
+        os.environ["CATALOG_URL"] = args.catalog_url
+    if args.cors:
+        os.environ["CORS_ORIGINS"] = ",".join(args.cors)
+    try:
+        # Fail at start-up, with one line, not at the first request.
+        create_app_from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
+        return 2
+    import uvicorn
+
+    uvicorn.run(
+        "dicomweb_core.cli:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Configuration, parsed once at start-up into a frozen dataclass.
+
+Environment first, with the Alvearie-compatible names where they exist. Bad configuration
+raises :class:`ConfigError` with one clear line; the CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value} must be >= 0")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: Where objects live: a directory (file store) unless a bucket is configured.
+    data_dir: Path | None = None
+    #: ``sqlite:///...`` or ``postgresql://...``; default: SQLite inside ``data_dir``.
+    catalog_url: str = ""
+    #: True when BUCKET_* configuration selects the S3 store.
+    use_s3: bool = False
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    k_sink: str = ""
+    provider_name: str = "provider"
+    event_source: str = ""
+    wado_internal_endpoint: str = ""
+    wado_external_endpoint: str = ""
+    query_endpoint: str = ""
+    public_base_url: str = ""
+    cors_origins: tuple[str, ...] = ()
+    max_header_size: int = 64 * MiB
+    #: Cap on a whole STOW request body; 0 = no cap.
+    max_request_size: int = 0
+    s3_part_size: int = 8 * MiB
+    study_quiet_seconds: float = 0.0
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        if self.catalog_url:
+            return self.catalog_url
+        if self.data_dir is None:
+            raise ConfigError("no CATALOG_URL and no data directory: set CATALOG_URL or --data-dir")
+        return f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    env = dict(os.environ if env is None else env)
+    use_s3 = bool(env.get("BUCKET_NAME") or env.get("BUCKET_CONFIG_PATH"))
+    data_dir = env.get("DICOMWEB_DATA_DIR")
+    cors = tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip())
+    settings = Settings(
+        data_dir=Path(data_dir) if data_dir else None,
+        catalog_url=env.get("CATALOG_URL", ""),
+        use_s3=use_s3,
+        env=env,
+        k_sink=env.get("K_SINK", ""),
+        provider_name=env.get("PROVIDER_NAME", "provider"),
+        event_source=env.get("EVENT_SOURCE", ""),
+        wado_internal_endpoint=env.get("WADO_INTERNAL_ENDPOINT", ""),
+        wado_external_endpoint=env.get("WADO_EXTERNAL_ENDPOINT", ""),
+        query_endpoint=env.get("QUERY_ENDPOINT", ""),
+        public_base_url=env.get("PUBLIC_BASE_URL", "").rstrip("/"),
+        cors_origins=cors,
+        max_header_size=_int(env, "MAX_HEADER_SIZE", 64 * MiB, 1024),
+        max_request_size=_int(env, "MAX_REQUEST_SIZE", 0),
+        s3_part_size=_int(env, "S3_PART_SIZE", 8 * MiB, 5 * MiB),
+        study_quiet_seconds=_float(env, "STUDY_QUIET_SECONDS", 0.0),
+    )
+    settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    for name in ("k_sink", "query_endpoint", "public_base_url"):
+        value = getattr(settings, name)
+        if value and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name.upper()}={value!r} must be an http(s) URL")
+    return settings

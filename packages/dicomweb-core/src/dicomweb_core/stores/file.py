@@ -1,0 +1,210 @@
+"""Filesystem object store, the embedded default.
+
+Durability: each object is written to a temp file in its target directory, fsynced, renamed
+atomically over the key, and the directory is fsynced, so an acknowledged object survives a
+crash and a reader never sees a partial one. Blocking I/O runs in worker threads, one hop per
+large chunk, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ..errors import StoreError
+from .base import READ_CHUNK, StoredObject
+
+_TMP_PREFIX = ".tmp-"
+#: Coalesce small writes into one syscall (and one thread hop) per this many bytes.
+_WRITE_BUFFER = 1 << 20
+
+
+def _safe_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") or p.startswith(_TMP_PREFIX) for p in parts):
+        raise StoreError(f"invalid object key {key!r}")
+    return key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileObjectWriter:
+    def __init__(self, root: Path, key: str) -> None:
+        self._key = key
+        self._final = root / key
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self._final.parent / f"{_TMP_PREFIX}{os.urandom(8).hex()}"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._pending: list[bytes | memoryview] = []
+        self._pending_size = 0
+        self._size = 0
+        self._closed = False
+
+    async def write(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        if not n:
+            return
+        self._pending.append(data)
+        self._pending_size += n
+        self._size += n
+        if self._pending_size >= _WRITE_BUFFER or len(self._pending) >= 256:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        try:
+            await asyncio.to_thread(_write_chunks, self._fd, chunks)
+        except OSError as exc:
+            await self.abort()
+            raise StoreError(f"cannot write object: {exc.strerror or exc}") from exc
+
+    async def commit(self) -> StoredObject:
+        await self._flush()
+        try:
+            await asyncio.to_thread(self._commit_sync)
+        except OSError as exc:
+            await self.abort()
+            raise StoreError(f"cannot commit object: {exc.strerror or exc}") from exc
+        return StoredObject(key=self._key, size=self._size, etag=_etag(self._final))
+
+    def _commit_sync(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._closed = True
+        os.replace(self._tmp, self._final)
+        _fsync_dir(self._final.parent)
+
+    async def abort(self) -> None:
+        self._pending = []
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def _write_chunks(fd: int, chunks: list[bytes | memoryview]) -> None:
+    # writev may write less than asked; finish each chunk with plain writes.
+    written = os.writev(fd, chunks)
+    for chunk in chunks:
+        n = len(chunk)
+        if written >= n:
+            written -= n
+            continue
+        view = memoryview(chunk)[written:]
+        written = 0
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _etag(path: Path) -> str:
+    st = path.stat()
+    return hashlib.blake2b(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode(), digest_size=8).hexdigest()
+
+
+class FileObjectStore:
+    """Objects under ``root``; the key is the relative path (``/``-separated)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.bucket_name = self.root.name
+
+    async def open_writer(self, key: str) -> FileObjectWriter:
+        _safe_key(key)
+        try:
+            return await asyncio.to_thread(FileObjectWriter, self.root, key)
+        except OSError as exc:
+            raise StoreError(f"cannot create object: {exc.strerror or exc}") from exc
+
+    def _path(self, key: str) -> Path:
+        return self.root / _safe_key(key)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            f = await asyncio.to_thread(open, path, "rb", buffering=0)
+        except FileNotFoundError as exc:
+            raise StoreError(f"object {key!r} is missing") from exc
+        try:
+            pos = start
+            while end is None or pos < end:
+                want = READ_CHUNK if end is None else min(READ_CHUNK, end - pos)
+                chunk = await asyncio.to_thread(os.pread, f.fileno(), want, pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                yield chunk
+        finally:
+            f.close()
+
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(_pread_file, path, start, length)
+        except FileNotFoundError as exc:
+            raise StoreError(f"object {key!r} is missing") from exc
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(path.unlink)
+        except FileNotFoundError:
+            return
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(_prune_empty_dirs, path.parent, self.root)
+
+    async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        paths = await asyncio.to_thread(lambda: sorted(self.root.rglob("*.dcm")))
+        for path in paths:
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and not path.name.startswith(_TMP_PREFIX):
+                yield key
+
+    async def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"data directory {self.root} is not writable")
+
+    async def close(self) -> None:
+        return None
+
+
+def _pread_file(path: Path, start: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = bytearray()
+        while len(out) < length:
+            chunk = os.pread(fd, length - len(out), start + len(out))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
+def _prune_empty_dirs(directory: Path, root: Path) -> None:
+    while directory != root and root in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent

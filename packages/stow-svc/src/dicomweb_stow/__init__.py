@@ -1,0 +1,1 @@
+"""STOW-RS service of the DICOMweb Ingestion Service."""
