@@ -1,0 +1,262 @@
+"""The PostgreSQL catalog (psycopg 3, async, with a connection pool).
+
+Writers of the same study are serialised by a transaction-scoped advisory lock on the
+study UID: the study/series aggregates are recounted inside the writing transaction, and
+under READ COMMITTED two concurrent writers would otherwise each miss the other's row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import AsyncCursor
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..errors import CatalogError
+from ..models import InstanceRecord
+from .base import OutboxEvent
+from .rows import RECORD_COLUMNS, instance_rows, record_from_row
+from .schema import CREATE_VERSION_TABLE, migrations
+from .sql import instance_filter, statements, study_count_params
+
+if TYPE_CHECKING:
+    from .qido import QidoQuery
+
+_S = statements("postgres")
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# Any constant works; it only has to differ from hashtextextended() of a study UID in practice.
+_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7242519031)"
+_DEADLOCK_RETRIES = 3
+
+Cursor = AsyncCursor[tuple[Any, ...]]
+
+
+class PostgresCatalog:
+    """Catalog in a PostgreSQL database reached by ``dsn`` (``postgresql://user@host:port/db``)."""
+
+    has_outbox = True
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+
+    def _where(self) -> str:
+        # The DSN without a password, for error messages.
+        info = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        host = f"{info.get('host', '')}:{info.get('port', 5432)}"
+        return f"{info.get('user', '')}@{host}/{info.get('dbname', '')}"
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            timeout=self._timeout,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._timeout)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise CatalogError(f"postgres catalog {self._where()} unreachable: {exc}") from exc
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Cursor]:
+        """A cursor inside one transaction; database errors become :class:`CatalogError`."""
+        if self._pool is None:
+            raise CatalogError("postgres catalog is not open")
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except psycopg.errors.DeadlockDetected:
+            raise
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise CatalogError(f"postgres catalog: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        async with self._tx() as cur:
+            await cur.execute(_MIGRATION_LOCK)
+            await cur.execute(CREATE_VERSION_TABLE)
+            await cur.execute("SELECT max(version) FROM schema_version")
+            row = await cur.fetchone()
+            current = (row[0] if row else None) or 0
+            all_migrations = migrations("postgres")
+            if current > len(all_migrations):
+                raise CatalogError(
+                    f"postgres catalog: schema version {current} is newer than this software"
+                    f" ({len(all_migrations)})"
+                )
+            for version, stmts in enumerate(all_migrations[current:], start=current + 1):
+                for stmt in stmts:
+                    await cur.execute(stmt)  # type: ignore[arg-type]  # DDL text from schema.py
+                await cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    async def check(self) -> None:
+        async with self._tx() as cur:
+            await cur.execute("SELECT 1 FROM schema_version LIMIT 1")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
+        return (await self.upsert_instances([record], events))[0]
+
+    async def upsert_instances(
+        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
+    ) -> list[str | None]:
+        if not records:
+            return []
+        now = time.time()
+        rows = [instance_rows(r, now) for r in records]
+        uids = [r.sop_instance_uid for r in records]
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                async with self._tx() as cur:
+                    locked = sorted({r.study_uid for r in records})
+                    await cur.executemany(_LOCK, [(s,) for s in locked])
+                    await cur.execute(
+                        "SELECT sop_instance_uid, study_uid, series_uid, object_key FROM instances"
+                        " WHERE sop_instance_uid = ANY(%s) FOR UPDATE",
+                        (uids,),
+                    )
+                    old = {r[0]: r for r in await cur.fetchall()}
+                    # An instance moving away from another study: that study's counts change too.
+                    moved_from = sorted({o[1] for o in old.values()} - set(locked))
+                    await cur.executemany(_LOCK, [(s,) for s in moved_from])
+                    if old:
+                        await cur.execute(
+                            "DELETE FROM seq_attrs WHERE sop_instance_uid = ANY(%s)", (list(old),)
+                        )
+                    await cur.executemany(_S.upsert_instance, [r.instance for r in rows])
+                    await cur.executemany(_S.upsert_series, [r.series for r in rows])
+                    await cur.executemany(_S.upsert_study, [r.study for r in rows])
+                    seq = [s for r in rows for s in r.seq]
+                    if seq:
+                        await cur.executemany(_S.insert_seq, seq)
+                    series = dict.fromkeys([o[2] for o in old.values()] + [r.series_uid for r in records])
+                    await self._refresh(cur, series, locked + moved_from)
+                    await self._enqueue(cur, events, now)
+            except psycopg.errors.DeadlockDetected as exc:
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise CatalogError(f"postgres catalog: {exc}") from exc
+                continue
+            previous: list[str | None] = []
+            for rec in records:
+                o = old.get(rec.sop_instance_uid)
+                previous.append(o[3] if o is not None and o[3] != rec.object_key else None)
+            return previous
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _refresh(cur: Cursor, series: Iterable[str], studies: Iterable[str]) -> None:
+        series_params = [(s,) for s in series]
+        if series_params:
+            await cur.executemany(_S.count_series, series_params)
+            await cur.executemany(_S.drop_empty_series, series_params)
+        study_params = [(s,) for s in studies]
+        if study_params:
+            await cur.executemany(_S.count_study, [study_count_params(s) for s, in study_params])
+            await cur.executemany(_S.drop_empty_study, study_params)
+
+    @staticmethod
+    async def _enqueue(cur: Cursor, events: Sequence[OutboxEvent], now: float) -> None:
+        if events:
+            await cur.executemany(
+                _S.insert_event, [(e.id, e.type, e.source, e.body, e.attempts, now) for e in events]
+            )
+
+    async def delete_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        events: Sequence[OutboxEvent] = (),
+    ) -> list[InstanceRecord]:
+        where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
+        async with self._tx() as cur:
+            await cur.execute(_LOCK, (study_uid,))
+            await cur.execute(f"DELETE FROM seq_attrs WHERE {where}", params)  # type: ignore[arg-type]
+            await cur.execute(
+                f"DELETE FROM instances WHERE {where} RETURNING {RECORD_COLUMNS}",  # type: ignore[arg-type]
+                params,
+            )
+            records = [record_from_row(r) for r in await cur.fetchall()]
+            if records:
+                await self._refresh(cur, dict.fromkeys(r.series_uid for r in records), [study_uid])
+            await self._enqueue(cur, events, time.time())
+        return records
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_instance(
+        self, study_uid: str, series_uid: str | None, sop_instance_uid: str
+    ) -> InstanceRecord | None:
+        where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
+        async with self._tx() as cur:
+            await cur.execute(_S.select_records(where), params)  # type: ignore[arg-type]
+            row = await cur.fetchone()
+        return record_from_row(row) if row is not None else None
+
+    async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        where, params = instance_filter("%s", study_uid, series_uid, None)
+        sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
+        async with self._tx() as cur:
+            await cur.execute(sql, params)  # type: ignore[arg-type]
+            rows = await cur.fetchall()
+        return [record_from_row(r) for r in rows]
+
+    async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:
+        from . import qidosql
+
+        plan = qidosql.plan(query, "postgres")
+        extra: dict[str, bytes] = {}
+        async with self._tx() as cur:
+            await cur.execute(plan.sql, plan.params)  # type: ignore[arg-type]
+            rows = await cur.fetchall()
+            if plan.needs_metadata and rows:
+                col = plan.level_key_column
+                await cur.execute(
+                    f"SELECT k, (SELECT metadata FROM instances WHERE {col} = k LIMIT 1)"  # type: ignore[arg-type]
+                    " FROM unnest(%s::text[]) AS k",
+                    ([r[0] for r in rows],),
+                )
+                extra = {k: bytes(m) for k, m in await cur.fetchall() if m is not None}
+        return qidosql.results(query, rows, extra, base_url)
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
+        async with self._tx() as cur:
+            await cur.execute(_S.pending_events, (limit,))  # type: ignore[arg-type]
+            rows = await cur.fetchall()
+        return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
+
+    async def mark_events_sent(self, ids: Sequence[str]) -> None:
+        if ids:
+            now = time.time()
+            async with self._tx() as cur:
+                await cur.executemany(_S.mark_sent, [(now, i) for i in ids])  # type: ignore[arg-type]
+
+    async def record_event_attempt(self, event_id: str) -> None:
+        async with self._tx() as cur:
+            await cur.execute(_S.record_attempt, (event_id,))  # type: ignore[arg-type]

@@ -1,0 +1,266 @@
+"""QIDO-RS: from a :class:`QidoQuery` to indexed SQL, and from rows to DICOM JSON results.
+Pure: builds text and dicts, runs nothing.
+
+Each level searches its own table (``studies st``, ``series se``, ``instances i``) joined to
+the enclosing levels; a key of a lower level (``Modality`` in a study search) becomes an
+``IN (SELECT ...)`` over that level's table, and sequence keys an ``IN (SELECT ...)`` over
+``seq_attrs``. Every matching column is indexed; the ``ORDER BY`` of each level follows an
+index so ``limit``/``offset`` pages are stable, disjoint and complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .. import dicomtags as T
+from .qido import FUZZY_PREFIX, INT_COLUMNS, LEVEL_RANK, MATCHABLE, Match, QidoQuery
+from .schema import Dialect
+
+_ALIAS = {"study": "st", "series": "se", "instance": "i"}
+_TABLE = {"study": "studies", "series": "series", "instance": "instances"}
+_KEY = {"study": "study_uid", "series": "series_uid", "instance": "sop_instance_uid"}
+
+_SELECT = {
+    "study": "st.study_uid, st.attrs, st.num_series, st.num_instances, st.modalities, st.sop_classes",
+    "series": "se.series_uid, se.attrs, se.num_instances, st.study_uid, st.attrs,"
+    " st.num_series, st.num_instances, st.modalities, st.sop_classes",
+    "instance": "i.sop_instance_uid, i.attrs, se.series_uid, se.attrs, se.num_instances, st.study_uid,"
+    " st.attrs, st.num_series, st.num_instances, st.modalities, st.sop_classes",
+}
+_FROM = {
+    "study": "studies st",
+    "series": "series se JOIN studies st ON st.study_uid = se.study_uid",
+    "instance": "instances i JOIN series se ON se.series_uid = i.series_uid"
+    " JOIN studies st ON st.study_uid = i.study_uid",
+}
+_ORDER = {
+    "study": "st.study_date DESC, st.study_time DESC, st.study_uid",
+    "series": "se.study_uid, se.series_number NULLS LAST, se.series_uid",
+    "instance": "i.study_uid, i.series_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
+}
+
+# Attributes each level's stored ``attrs`` (and the enclosing levels') can answer.
+_COVERED = {
+    "study": T.STUDY_LEVEL,
+    "series": T.STUDY_LEVEL | T.SERIES_LEVEL,
+    "instance": T.STUDY_LEVEL | T.SERIES_LEVEL | T.INSTANCE_LEVEL,
+}
+_COMPUTED = frozenset(
+    {
+        T.MODALITIES_IN_STUDY,
+        T.SOP_CLASSES_IN_STUDY,
+        T.NUMBER_OF_STUDY_RELATED_SERIES,
+        T.NUMBER_OF_STUDY_RELATED_INSTANCES,
+        T.NUMBER_OF_SERIES_RELATED_INSTANCES,
+        T.INSTANCE_AVAILABILITY,
+        T.RETRIEVE_URL,
+    }
+)
+_RETURN_KEYS = {
+    "study": T.STUDY_RETURN,
+    "series": T.STUDY_RETURN + T.SERIES_RETURN,
+    "instance": T.STUDY_RETURN + T.SERIES_RETURN + T.INSTANCE_RETURN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    sql: str
+    params: list[Any]
+    #: Whether :func:`results` needs one instance's full metadata per result row.
+    needs_metadata: bool
+    #: The ``instances`` column that identifies a result row (to fetch that metadata).
+    level_key_column: str
+
+
+class _Builder:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.ph = "?" if dialect == "sqlite" else "%s"
+        self.params: list[Any] = []
+
+    def p(self, value: Any) -> str:
+        self.params.append(value)
+        return self.ph
+
+    def pattern(self, col: str, wildcard: str) -> str:
+        """``col`` matches the DICOM wildcard value (``*``, ``?``), case-sensitively."""
+        if self.dialect == "sqlite":
+            # GLOB is case-sensitive, uses * and ? natively and can use an index for a prefix.
+            glob = "".join("[[]" if ch == "[" else ch for ch in wildcard)
+            return f"{col} GLOB {self.p(glob)}"
+        like = []
+        for ch in wildcard:
+            if ch in "%_\\":
+                like.append("\\" + ch)
+            elif ch == "*":
+                like.append("%")
+            elif ch == "?":
+                like.append("_")
+            else:
+                like.append(ch)
+        return f"{col} LIKE {self.p(''.join(like))} ESCAPE '\\'"
+
+    def condition(self, col: str, m: Match) -> str:
+        conv = int if col.rsplit(".", 1)[-1] in INT_COLUMNS else str
+        if m.kind == "single":
+            return f"{col} = {self.p(conv(m.values[0]))}"
+        if m.kind == "list":
+            return f"{col} IN ({', '.join(self.p(conv(v)) for v in m.values)})"
+        if m.kind == "wildcard":
+            return self.pattern(col, m.values[0])
+        if m.kind == "range":
+            lo, hi = m.values
+            parts = []
+            if lo:
+                parts.append(f"{col} >= {self.p(lo)}")
+            if hi:
+                # A stored value may be longer (more precise) than the bound: "1200" <= "120000".
+                parts.append(f"{col} <= {self.p(hi)}")
+            # Empty values never fall inside a range (``'' >= lo`` is false, but ``'' <= hi`` is not).
+            parts.append(f"{col} <> ''")
+            return " AND ".join(parts)
+        if m.kind == "empty":
+            return f"{col} IS NULL" if conv is int else f"({col} = '' OR {col} IS NULL)"
+        return self.fuzzy(col, m.values[0])
+
+    def fuzzy(self, col: str, value: str) -> str:
+        alias, name = col.split(".")
+        prefix = f"{alias}.{FUZZY_PREFIX[name]}"
+        query = value.split("=", 1)[0].upper()
+        comps = [c.strip() for c in query.split("^")][:3]
+        cols = [f"{prefix}_family", f"{prefix}_given", f"{prefix}_middle"]
+        if len(comps) == 1:
+            token = comps[0].rstrip("*") + "*"
+            return "(" + " OR ".join(self.pattern(c, token) for c in cols) + ")"
+        parts = [self.pattern(c, comp.rstrip("*") + "*") for c, comp in zip(cols, comps, strict=False) if comp]
+        return "(" + " AND ".join(parts) + ")" if parts else "1 = 1"
+
+
+def plan(query: QidoQuery, dialect: Dialect) -> Plan:
+    """The SQL for ``query`` in ``dialect``, with its parameters."""
+    b = _Builder(dialect)
+    level = query.level
+    rank = LEVEL_RANK[level]
+    alias = _ALIAS[level]
+    where: list[str] = []
+    if query.study_uid is not None:
+        where.append(f"{alias}.study_uid = {b.p(query.study_uid)}")
+    if query.series_uid is not None and rank >= 1:
+        where.append(f"{alias}.series_uid = {b.p(query.series_uid)}")
+    lower: dict[str, list[str]] = {}
+    key_col = f"{alias}.{_KEY[level]}"
+    for m in query.matches:
+        if m.sequence is not None:
+            path = f"{T.tag_hex(m.sequence)}.{T.tag_hex(m.tag)}"
+            cond = b.condition("value", m)
+            where.append(
+                f"{key_col} IN (SELECT {_KEY[level]} FROM seq_attrs WHERE path = {b.p(path)} AND {cond})"
+            )
+            continue
+        m_level, column = MATCHABLE[m.tag]
+        if LEVEL_RANK[m_level] <= rank:
+            where.append(b.condition(f"{_ALIAS[m_level]}.{column}", m))
+        else:
+            lower.setdefault(m_level, []).append(b.condition(f"x.{column}", m))
+    for m_level, conds in lower.items():
+        where.append(
+            f"{key_col} IN (SELECT x.{_KEY[level]} FROM {_TABLE[m_level]} x WHERE {' AND '.join(conds)})"
+        )
+    sql = f"SELECT {_SELECT[level]} FROM {_FROM[level]}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {_ORDER[level]}"
+    if query.limit is not None:
+        sql += f" LIMIT {b.p(query.limit)}"
+    elif query.offset and dialect == "sqlite":
+        sql += " LIMIT -1"
+    if query.offset:
+        sql += f" OFFSET {b.p(query.offset)}"
+    wanted = set(query.includefields) - _COVERED[level] - _COMPUTED
+    needs = bool(wanted) or (query.include_all and level == "instance")
+    return Plan(sql, b.params, needs, _KEY[level])
+
+
+def _split(text: str) -> list[str]:
+    return text.split("\\") if text else []
+
+
+def results(
+    query: QidoQuery, rows: list[tuple[Any, ...]], extra: dict[str, bytes], base_url: str
+) -> list[dict[str, Any]]:
+    """DICOM JSON result objects for the rows of :func:`plan`'s SQL, in order.
+
+    ``extra`` maps a row's key to one instance's full metadata (for ``includefield`` of
+    attributes outside the level's stored ones)."""
+    level = query.level
+    include = set(query.includefields)
+    base = base_url.rstrip("/")
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if level == "study":
+            study_uid, st_attrs, n_series, n_inst, modalities, sop_classes = row
+            layers = [orjson.loads(st_attrs)]
+            series_uid = sop_uid = None
+            n_series_inst = None
+            url = f"{base}/studies/{study_uid}"
+            key = study_uid
+        elif level == "series":
+            series_uid, se_attrs, n_series_inst, study_uid, st_attrs = row[:5]
+            n_series, n_inst, modalities, sop_classes = row[5:]
+            layers = [orjson.loads(st_attrs), orjson.loads(se_attrs)]
+            sop_uid = None
+            url = f"{base}/studies/{study_uid}/series/{series_uid}"
+            key = series_uid
+        else:
+            sop_uid, i_attrs, series_uid, se_attrs, n_series_inst, study_uid, st_attrs = row[:7]
+            n_series, n_inst, modalities, sop_classes = row[7:]
+            layers = [orjson.loads(st_attrs), orjson.loads(se_attrs), orjson.loads(i_attrs)]
+            url = f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+            key = sop_uid
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer)
+        obj: dict[str, Any] = {}
+        for tag in _RETURN_KEYS[level]:
+            h = T.tag_hex(tag)
+            obj[h] = merged.get(h) or {"vr": T.vr_of(tag) or "UN"}
+        for tag in include:
+            h = T.tag_hex(tag)
+            if h in merged:
+                obj[h] = merged[h]
+        if query.include_all:
+            obj.update(merged)
+        meta = extra.get(key)
+        if meta is not None:
+            full = orjson.loads(meta)
+            if query.include_all and level == "instance":
+                include = include | {int(k, 16) for k in full}
+            for tag in include:
+                h = T.tag_hex(tag)
+                elem = full.get(h)
+                if h not in obj and elem is not None and "BulkDataURI" not in elem and "InlineBinary" not in elem:
+                    obj[h] = elem
+            include = set(query.includefields)
+        computed: dict[int, Any] = {T.INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]}}
+        study_computed = {
+            T.MODALITIES_IN_STUDY: {"vr": "CS", "Value": _split(modalities)},
+            T.SOP_CLASSES_IN_STUDY: {"vr": "UI", "Value": _split(sop_classes)},
+            T.NUMBER_OF_STUDY_RELATED_SERIES: {"vr": "IS", "Value": [n_series]},
+            T.NUMBER_OF_STUDY_RELATED_INSTANCES: {"vr": "IS", "Value": [n_inst]},
+        }
+        for tag, elem in study_computed.items():
+            if level == "study" or tag in include or query.include_all:
+                computed[tag] = elem
+        if n_series_inst is not None and (level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include):
+            computed[T.NUMBER_OF_SERIES_RELATED_INSTANCES] = {"vr": "IS", "Value": [n_series_inst]}
+        computed[T.RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
+        for tag, elem in computed.items():
+            if not elem.get("Value", True):
+                elem = {"vr": elem["vr"]}
+            obj[T.tag_hex(tag)] = elem
+        out.append(dict(sorted(obj.items())))
+    return out
