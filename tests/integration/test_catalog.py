@@ -97,7 +97,12 @@ async def test_upsert_then_get_returns_the_same_record(catalog: Any) -> None:
     assert got is not None
     assert got.metadata == rec.metadata  # byte-exact, WADO returns it as is
     assert got.pixel_data == pd
-    assert (got.object_key, got.size, got.etag, got.instance_number) == (rec.object_key, 1234, "etag-1.1.1.1", 1)
+    assert (got.object_key, got.size, got.etag, got.instance_number) == (
+        rec.object_key,
+        1234,
+        "etag-1.1.1.1",
+        1,
+    )
     assert await catalog.get_instance("1.1", None, "1.1.1.1") is not None
     assert await catalog.get_instance("1.1", "9.9", "1.1.1.1") is None
     assert await catalog.get_instance("9.9", None, "1.1.1.1") is None
@@ -259,7 +264,14 @@ async def test_unreachable_postgres_raises_catalog_error() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite://relative/x.db", "sqlite:///", "mysql://h/db", "postgresql://h:5432", "postgresql://h:99999x/d", ""],
+    [
+        "sqlite://relative/x.db",
+        "sqlite:///",
+        "mysql://h/db",
+        "postgresql://h:5432",
+        "postgresql://h:99999x/d",
+        "",
+    ],
 )
 def test_bad_catalog_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -35,9 +35,7 @@ class Catalog(Protocol):
         """Raise :class:`CatalogError` if the catalog is not usable (for ``/readyz``)."""
         ...
 
-    async def upsert_instance(
-        self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()
-    ) -> str | None:
+    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
         """Insert or replace the row for ``record.sop_instance_uid`` and enqueue ``events``,
         in one transaction. Returns the previous object key if it differs from the new one
         (the caller removes that object), else ``None``."""
@@ -54,9 +52,7 @@ class Catalog(Protocol):
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
     ) -> InstanceRecord | None: ...
 
-    async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
-    ) -> list[InstanceRecord]:
+    async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         """Instances of a study or series, ordered by series, instance number, SOP UID."""
         ...
 

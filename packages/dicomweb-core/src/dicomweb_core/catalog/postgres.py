@@ -56,6 +56,15 @@ class PostgresCatalog:
     async def open(self) -> None:
         if self._pool is not None:
             return
+        try:
+            # One direct connection first: fails fast with the server's own reason, where the
+            # pool would retry silently until its timeout.
+            probe = await psycopg.AsyncConnection.connect(
+                self.dsn, connect_timeout=max(1, int(self._timeout))
+            )
+            await probe.close()
+        except psycopg.Error as exc:
+            raise CatalogError(f"postgres catalog {self._where()} unreachable: {str(exc).strip()}") from exc
         pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = AsyncConnectionPool(
             self.dsn,
             min_size=self._min_size,
@@ -109,7 +118,7 @@ class PostgresCatalog:
                 )
             for version, stmts in enumerate(all_migrations[current:], start=current + 1):
                 for stmt in stmts:
-                    await cur.execute(stmt)  # type: ignore[arg-type]  # DDL text from schema.py
+                    await cur.execute(stmt)  # DDL text from schema.py
                 await cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def check(self) -> None:
@@ -175,7 +184,7 @@ class PostgresCatalog:
             await cur.executemany(_S.drop_empty_series, series_params)
         study_params = [(s,) for s in studies]
         if study_params:
-            await cur.executemany(_S.count_study, [study_count_params(s) for s, in study_params])
+            await cur.executemany(_S.count_study, [study_count_params(s) for (s,) in study_params])
             await cur.executemany(_S.drop_empty_study, study_params)
 
     @staticmethod
@@ -195,9 +204,9 @@ class PostgresCatalog:
         where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
         async with self._tx() as cur:
             await cur.execute(_LOCK, (study_uid,))
-            await cur.execute(f"DELETE FROM seq_attrs WHERE {where}", params)  # type: ignore[arg-type]
+            await cur.execute(f"DELETE FROM seq_attrs WHERE {where}", params)
             await cur.execute(
-                f"DELETE FROM instances WHERE {where} RETURNING {RECORD_COLUMNS}",  # type: ignore[arg-type]
+                f"DELETE FROM instances WHERE {where} RETURNING {RECORD_COLUMNS}",
                 params,
             )
             records = [record_from_row(r) for r in await cur.fetchall()]
@@ -213,7 +222,7 @@ class PostgresCatalog:
     ) -> InstanceRecord | None:
         where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
         async with self._tx() as cur:
-            await cur.execute(_S.select_records(where), params)  # type: ignore[arg-type]
+            await cur.execute(_S.select_records(where), params)
             row = await cur.fetchone()
         return record_from_row(row) if row is not None else None
 
@@ -221,7 +230,7 @@ class PostgresCatalog:
         where, params = instance_filter("%s", study_uid, series_uid, None)
         sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
         async with self._tx() as cur:
-            await cur.execute(sql, params)  # type: ignore[arg-type]
+            await cur.execute(sql, params)
             rows = await cur.fetchall()
         return [record_from_row(r) for r in rows]
 
@@ -231,12 +240,12 @@ class PostgresCatalog:
         plan = qidosql.plan(query, "postgres")
         extra: dict[str, bytes] = {}
         async with self._tx() as cur:
-            await cur.execute(plan.sql, plan.params)  # type: ignore[arg-type]
+            await cur.execute(plan.sql, plan.params)
             rows = await cur.fetchall()
             if plan.needs_metadata and rows:
                 col = plan.level_key_column
                 await cur.execute(
-                    f"SELECT k, (SELECT metadata FROM instances WHERE {col} = k LIMIT 1)"  # type: ignore[arg-type]
+                    f"SELECT k, (SELECT metadata FROM instances WHERE {col} = k LIMIT 1)"
                     " FROM unnest(%s::text[]) AS k",
                     ([r[0] for r in rows],),
                 )
@@ -247,7 +256,7 @@ class PostgresCatalog:
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
         async with self._tx() as cur:
-            await cur.execute(_S.pending_events, (limit,))  # type: ignore[arg-type]
+            await cur.execute(_S.pending_events, (limit,))
             rows = await cur.fetchall()
         return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
 
@@ -255,8 +264,8 @@ class PostgresCatalog:
         if ids:
             now = time.time()
             async with self._tx() as cur:
-                await cur.executemany(_S.mark_sent, [(now, i) for i in ids])  # type: ignore[arg-type]
+                await cur.executemany(_S.mark_sent, [(now, i) for i in ids])
 
     async def record_event_attempt(self, event_id: str) -> None:
         async with self._tx() as cur:
-            await cur.execute(_S.record_attempt, (event_id,))  # type: ignore[arg-type]
+            await cur.execute(_S.record_attempt, (event_id,))

@@ -136,7 +136,9 @@ class _Builder:
         if len(comps) == 1:
             token = comps[0].rstrip("*") + "*"
             return "(" + " OR ".join(self.pattern(c, token) for c in cols) + ")"
-        parts = [self.pattern(c, comp.rstrip("*") + "*") for c, comp in zip(cols, comps, strict=False) if comp]
+        parts = [
+            self.pattern(c, comp.rstrip("*") + "*") for c, comp in zip(cols, comps, strict=False) if comp
+        ]
         return "(" + " AND ".join(parts) + ")" if parts else "1 = 1"
 
 
@@ -166,9 +168,9 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
             where.append(b.condition(f"{_ALIAS[m_level]}.{column}", m))
         else:
             lower.setdefault(m_level, []).append(b.condition(f"x.{column}", m))
-    for m_level, conds in lower.items():
+    for sub_level, conds in lower.items():
         where.append(
-            f"{key_col} IN (SELECT x.{_KEY[level]} FROM {_TABLE[m_level]} x WHERE {' AND '.join(conds)})"
+            f"{key_col} IN (SELECT x.{_KEY[level]} FROM {_TABLE[sub_level]} x WHERE {' AND '.join(conds)})"
         )
     sql = f"SELECT {_SELECT[level]} FROM {_FROM[level]}"
     if where:
@@ -242,7 +244,12 @@ def results(
             for tag in include:
                 h = T.tag_hex(tag)
                 elem = full.get(h)
-                if h not in obj and elem is not None and "BulkDataURI" not in elem and "InlineBinary" not in elem:
+                if (
+                    h not in obj
+                    and elem is not None
+                    and "BulkDataURI" not in elem
+                    and "InlineBinary" not in elem
+                ):
                     obj[h] = elem
             include = set(query.includefields)
         computed: dict[int, Any] = {T.INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]}}
@@ -255,7 +262,9 @@ def results(
         for tag, elem in study_computed.items():
             if level == "study" or tag in include or query.include_all:
                 computed[tag] = elem
-        if n_series_inst is not None and (level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include):
+        if n_series_inst is not None and (
+            level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include
+        ):
             computed[T.NUMBER_OF_SERIES_RELATED_INSTANCES] = {"vr": "IS", "Value": [n_series_inst]}
         computed[T.RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
         for tag, elem in computed.items():

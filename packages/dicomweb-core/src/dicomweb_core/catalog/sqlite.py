@@ -190,7 +190,7 @@ class SQLiteCatalog:
         c.executemany(_S.count_series, series_params)
         c.executemany(_S.drop_empty_series, series_params)
         study_params = [(s,) for s in studies]
-        c.executemany(_S.count_study, [study_count_params(s) for s, in study_params])
+        c.executemany(_S.count_study, [study_count_params(s) for (s,) in study_params])
         c.executemany(_S.drop_empty_study, study_params)
 
     @staticmethod
