@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of this service against Orthanc (see benchmarks/README.md)."""
