@@ -195,9 +195,9 @@ class PartIngest:
         return StoredPart(record=record, events=events, stored=stored)
 
 
-def _int_or_none(elem: Any) -> int | None:
+def _int_or_none(value: Any) -> int | None:
     try:
-        return int(elem.value) if elem is not None and elem.value not in (None, "") else None
+        return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 

@@ -29,7 +29,7 @@ class StowEndpoint:
         self.wado_external = runtime.settings.wado_external_endpoint.rstrip("/")
         self.public_base = runtime.settings.public_base_url
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         study_uid = request.path_params.get("study")
         if study_uid is not None:
             validate_uid(study_uid, "StudyInstanceUID")
@@ -75,7 +75,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 def create_app(runtime: Runtime) -> Service:
     endpoint = StowEndpoint(runtime)
     routes = [
-        Route("/studies", endpoint, methods=["POST"]),
-        Route("/studies/{study}", endpoint, methods=["POST"]),
+        Route("/studies", endpoint.handle, methods=["POST"]),
+        Route("/studies/{study}", endpoint.handle, methods=["POST"]),
     ]
     return Service(name="stow", root="/stow-rs", routes=routes)

@@ -1,0 +1,1 @@
+"""WADO-RS and QIDO-RS service of the DICOMweb Ingestion Service."""

@@ -1,0 +1,76 @@
+"""A real HTTP event sink for tests: records binary-mode CloudEvents; can refuse them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class ReceivedEvent:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def id(self) -> str:
+        return self.headers["ce-id"]
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class EventSink:
+    port: int = 0
+    events: list[ReceivedEvent] = field(default_factory=list)
+    #: While True, every POST gets 503 (a broker outage).
+    refusing: bool = False
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> EventSink:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if sink.refusing:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                with sink._lock:
+                    sink.events.append(ReceivedEvent({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(202)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[ReceivedEvent]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.events) >= count:
+                    return list(self.events)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} events, got {len(self.events)}")
