@@ -51,6 +51,17 @@ class S3Server:
     def s3_port(self) -> int:
         return self.ports["s3.port"]
 
+    def bucket_env(self, bucket: str) -> dict[str, str]:
+        """The service environment (the seed's ConfigMap + Secret keys) for ``bucket`` here."""
+        return {
+            "BUCKET_HOST": "127.0.0.1",
+            "BUCKET_PORT": str(self.s3_port),
+            "BUCKET_NAME": bucket,
+            "BUCKET_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
     def stop(self) -> None:
         """Kill the server (a clean stop takes ~15 s and the data is throwaway)."""
         if self.process.poll() is None:
