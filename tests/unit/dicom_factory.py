@@ -16,13 +16,13 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
-    UID,
     generate_uid,
 )
 
@@ -113,10 +113,15 @@ def make_dataset(
         setattr(ds, keyword, value)
 
     pixels = expected_pixels(
-        rows=rows, cols=cols, frames=frames, samples_per_pixel=samples_per_pixel, bits_allocated=bits_allocated
+        rows=rows,
+        cols=cols,
+        frames=frames,
+        samples_per_pixel=samples_per_pixel,
+        bits_allocated=bits_allocated,
     )
     if ts in NATIVE_SYNTAXES:
-        data = pixels.astype(pixels.dtype.newbyteorder(">" if ts == ExplicitVRBigEndian else "<")).tobytes()
+        byte_order = ">" if ts == ExplicitVRBigEndian else "<"
+        data = pixels.astype(pixels.dtype.newbyteorder(byte_order)).tobytes()
         ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
         ds["PixelData"].VR = "OW" if bits_allocated > 8 else "OB"
         return ds
