@@ -9,6 +9,7 @@ implies, which plain JSON Schema does not do.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,21 @@ OPERATOR_CRD = REPO / "packages" / "operator" / "src" / "dicomweb_operator" / "c
 K8S_VERSION = "1.32"
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
-        return [doc for doc in yaml.safe_load_all(f) if doc]
+        return [doc for doc in yaml.load_all(f, Loader=_LOADER) if doc]
 
 
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> openAPIV3Schema for every served version of the known CRDs."""
+    return dict(_crd_schemas())
+
+
+@functools.cache
+def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     paths = [*sorted(KNATIVE_SCHEMAS.glob("*.yaml")), OPERATOR_CRD]
     for path in paths:

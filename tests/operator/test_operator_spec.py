@@ -42,7 +42,7 @@ def test_all_problems_are_reported_together() -> None:
     assert any("stowService.minReplicas" in p for p in problems)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(spec_keys, json_values, max_size=6))
 def test_any_json_spec_either_parses_or_raises_invalid_spec(raw: dict[str, Any]) -> None:
     try:
