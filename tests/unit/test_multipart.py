@@ -203,6 +203,16 @@ def test_transport_padding_and_bare_lf() -> None:
     assert parse(body) == [({"content-type": "a/b"}, b"first"), ({"x-a": "1"}, b"second")]
 
 
+def test_longest_transport_padding_split_anywhere() -> None:
+    pad = b" \t" * (MAX_TRANSPORT_PADDING // 2)
+    body = b"--" + B + pad + b"\r\n\r\nfirst\r\n--" + B + pad + b"\nX: 1\r\n\r\nsecond\r\n--" + B + b"--"
+    expected = [({}, b"first"), ({"x": "1"}, b"second")]
+    for cut in range(len(body) + 1):
+        assert parse(body, [cut]) == expected
+    for size in (1, 7, 64, 300):
+        assert parse(body, list(range(size, len(body), size))) == expected
+
+
 def test_overlong_transport_padding_is_rejected() -> None:
     body = b"--" + B + b" " * (MAX_TRANSPORT_PADDING + 1) + b"\r\n\r\nx\r\n--" + B + b"--"
     with pytest.raises(MultipartError, match="padding"):
@@ -348,6 +358,20 @@ def test_split_delimiter_copies_only_held_back_bytes() -> None:
     assert [type(e) for e in reader.feed(B[5:] + b"--")] == [PartEnd]
 
 
+def test_held_back_false_alarm_copies_only_the_held_back_bytes() -> None:
+    reader = MultipartRelatedReader(B)
+    reader.feed(b"--" + B + b"\r\n\r\n")
+    first = b"y" * 1000 + b"\r\n--"  # could be the start of a delimiter: held back
+    assert bytes(reader.feed(first)[0].data) == b"y" * 1000  # type: ignore[union-attr]
+    second = b"not the boundary" + b"w" * 100_000
+    events = reader.feed(second)
+    assert [type(e) for e in events] == [PartData, PartData]
+    held, rest = (e.data for e in events)  # type: ignore[union-attr]
+    assert bytes(held) == b"\r\n--"
+    assert rest.obj is second
+    assert len(rest) == len(second)
+
+
 # ---------------------------------------------------------------- any chunking
 
 
@@ -403,7 +427,7 @@ def message(draw: st.DrawFn) -> tuple[bytes, bytes, Parts, list[int]]:
     return boundary, body, parts, cuts
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(message(), st.sampled_from([bytes, bytearray, memoryview]))
 def test_any_chunking_gives_the_same_parts(
     msg: tuple[bytes, bytes, Parts, list[int]], kind: type

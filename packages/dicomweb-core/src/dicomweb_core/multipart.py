@@ -295,7 +295,7 @@ class MultipartRelatedReader:
             probe = self._tail + mv[offset : offset + take].tobytes()
             held = len(self._tail)
             self._tail = b""
-            used = self._process(memoryview(probe), probe, 0, events)
+            used = self._process(memoryview(probe), probe, 0, events, held)
             if used >= held:
                 offset += used - held  # the unused rest of the probe is still in mv
             else:
@@ -312,15 +312,19 @@ class MultipartRelatedReader:
                 hay = obj
             else:
                 hay = mv.tobytes()  # memoryview has no find(); copy for the search only
-        used = self._process(mv, hay, offset, events)
+        used = self._process(mv, hay, offset, events, total)
         if used < total and self._state != _DONE:
             self._tail = mv[used:].tobytes()
 
-    def _process(self, buf: memoryview, hay: bytes | bytearray, pos: int, events: list[Event]) -> int:
+    def _process(
+        self, buf: memoryview, hay: bytes | bytearray, pos: int, events: list[Event], stop: int
+    ) -> int:
         """Run the state machine over ``buf[pos:]`` (``hay`` has the same bytes, for find).
 
-        Returns how far the input was consumed; bytes after that are undecided and must be
-        presented again, followed by more input.
+        Returns how far the input was consumed; bytes after that are undecided or past
+        ``stop`` and must be presented again, followed by more input. Body bytes past
+        ``stop`` are left unconsumed so that, when ``buf`` is a copy joining held-back
+        bytes with the head of a chunk, they are emitted later as views of the chunk.
         """
         n = len(buf)
         delim = self._delim
@@ -360,6 +364,8 @@ class MultipartRelatedReader:
                         k = hay.rfind(b"\r", max(search, n - dl + 1), n)
                         if k >= 0 and hay.startswith(delim[: n - k], k):
                             hold = k
+                        if hold > stop:
+                            hold = max(start, stop)
                         if emit and hold > start:
                             events.append(PartData(buf[start:hold]))
                         return hold
@@ -371,10 +377,14 @@ class MultipartRelatedReader:
                         m = self._true_delim.search(hay, i + 1, n)
                         search = m.start() if m is not None else max(i + 1, n - self._lookahead)
                         continue
+                    if kind == _NEED:
+                        if i > stop:
+                            i = max(start, stop)
+                        if emit and i > start:
+                            events.append(PartData(buf[start:i]))
+                        return i
                     if emit and i > start:
                         events.append(PartData(buf[start:i]))
-                    if kind == _NEED:
-                        return i
                     pos = self._delimiter(emit, kind, end, events)
                     break
                 if self._state == _DONE:
