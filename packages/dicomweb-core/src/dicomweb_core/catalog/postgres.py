@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ..errors import CatalogError
 from ..models import InstanceRecord
 from .base import OutboxEvent
-from .rows import RECORD_COLUMNS, instance_rows, record_from_row
+from .rows import RECORD_COLUMNS, instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
 
@@ -103,6 +103,17 @@ class PostgresCatalog:
         except (psycopg.Error, PoolTimeout) as exc:
             raise CatalogError(f"postgres catalog: {exc}") from exc
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[Cursor]:
+        """A cursor on an autocommit connection: one round trip per read, no BEGIN/COMMIT."""
+        if self._pool is None:
+            raise CatalogError("postgres catalog is not open")
+        try:
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise CatalogError(f"postgres catalog: {exc}") from exc
+
     async def _migrate(self) -> None:
         async with self._tx() as cur:
             await cur.execute(_MIGRATION_LOCK)
@@ -122,7 +133,7 @@ class PostgresCatalog:
                 await cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def check(self) -> None:
-        async with self._tx() as cur:
+        async with self._read() as cur:
             await cur.execute("SELECT 1 FROM schema_version LIMIT 1")
 
     # -- writes ---------------------------------------------------------------------------
@@ -157,8 +168,8 @@ class PostgresCatalog:
                             "DELETE FROM seq_attrs WHERE sop_instance_uid = ANY(%s)", (list(old),)
                         )
                     await cur.executemany(_S.upsert_instance, [r.instance for r in rows])
-                    await cur.executemany(_S.upsert_series, [r.series for r in rows])
-                    await cur.executemany(_S.upsert_study, [r.study for r in rows])
+                    await cur.executemany(_S.upsert_series, last_per_key([r.series for r in rows]))
+                    await cur.executemany(_S.upsert_study, last_per_key([r.study for r in rows]))
                     seq = [s for r in rows for s in r.seq]
                     if seq:
                         await cur.executemany(_S.insert_seq, seq)
@@ -221,7 +232,7 @@ class PostgresCatalog:
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
     ) -> InstanceRecord | None:
         where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
-        async with self._tx() as cur:
+        async with self._read() as cur:
             await cur.execute(_S.select_records(where), params)
             row = await cur.fetchone()
         return record_from_row(row) if row is not None else None
@@ -229,7 +240,7 @@ class PostgresCatalog:
     async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         where, params = instance_filter("%s", study_uid, series_uid, None)
         sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
-        async with self._tx() as cur:
+        async with self._read() as cur:
             await cur.execute(sql, params)
             rows = await cur.fetchall()
         return [record_from_row(r) for r in rows]
@@ -239,7 +250,7 @@ class PostgresCatalog:
 
         plan = qidosql.plan(query, "postgres")
         extra: dict[str, bytes] = {}
-        async with self._tx() as cur:
+        async with self._read() as cur:
             await cur.execute(plan.sql, plan.params)
             rows = await cur.fetchall()
             if plan.needs_metadata and rows:
@@ -255,7 +266,7 @@ class PostgresCatalog:
     # -- outbox ---------------------------------------------------------------------------
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
-        async with self._tx() as cur:
+        async with self._read() as cur:
             await cur.execute(_S.pending_events, (limit,))
             rows = await cur.fetchall()
         return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]

@@ -158,9 +158,11 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
     for m in query.matches:
         if m.sequence is not None:
             path = f"{T.tag_hex(m.sequence)}.{T.tag_hex(m.tag)}"
+            # Placeholders are positional: the path's parameter goes first, as in the text.
+            path_ph = b.p(path)
             cond = b.condition("value", m)
             where.append(
-                f"{key_col} IN (SELECT {_KEY[level]} FROM seq_attrs WHERE path = {b.p(path)} AND {cond})"
+                f"{key_col} IN (SELECT {_KEY[level]} FROM seq_attrs WHERE path = {path_ph} AND {cond})"
             )
             continue
         m_level, column = MATCHABLE[m.tag]
@@ -187,10 +189,6 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
     return Plan(sql, b.params, needs, _KEY[level])
 
 
-def _split(text: str) -> list[str]:
-    return text.split("\\") if text else []
-
-
 def results(
     query: QidoQuery, rows: list[tuple[Any, ...]], extra: dict[str, bytes], base_url: str
 ) -> list[dict[str, Any]]:
@@ -199,39 +197,38 @@ def results(
     ``extra`` maps a row's key to one instance's full metadata (for ``includefield`` of
     attributes outside the level's stored ones)."""
     level = query.level
-    include = set(query.includefields)
+    include = [T.tag_hex(t) for t in query.includefields]
+    include_set = set(query.includefields)
     base = base_url.rstrip("/")
+    defaults = _RETURN_DEFAULTS[level]
+    want_study_computed = level == "study" or query.include_all
+    study_computed_tags = [t for t in _STUDY_COMPUTED if want_study_computed or t in include_set]
+    want_series_count = level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include_set
     out: list[dict[str, Any]] = []
     for row in rows:
         if level == "study":
             study_uid, st_attrs, n_series, n_inst, modalities, sop_classes = row
-            layers = [orjson.loads(st_attrs)]
-            series_uid = sop_uid = None
+            layers = [st_attrs]
             n_series_inst = None
             url = f"{base}/studies/{study_uid}"
             key = study_uid
         elif level == "series":
             series_uid, se_attrs, n_series_inst, study_uid, st_attrs = row[:5]
             n_series, n_inst, modalities, sop_classes = row[5:]
-            layers = [orjson.loads(st_attrs), orjson.loads(se_attrs)]
-            sop_uid = None
+            layers = [st_attrs, se_attrs]
             url = f"{base}/studies/{study_uid}/series/{series_uid}"
             key = series_uid
         else:
             sop_uid, i_attrs, series_uid, se_attrs, n_series_inst, study_uid, st_attrs = row[:7]
             n_series, n_inst, modalities, sop_classes = row[7:]
-            layers = [orjson.loads(st_attrs), orjson.loads(se_attrs), orjson.loads(i_attrs)]
+            layers = [st_attrs, se_attrs, i_attrs]
             url = f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
             key = sop_uid
         merged: dict[str, Any] = {}
         for layer in layers:
-            merged.update(layer)
-        obj: dict[str, Any] = {}
-        for tag in _RETURN_KEYS[level]:
-            h = T.tag_hex(tag)
-            obj[h] = merged.get(h) or {"vr": T.vr_of(tag) or "UN"}
-        for tag in include:
-            h = T.tag_hex(tag)
+            merged.update(orjson.loads(layer))
+        obj: dict[str, Any] = {h: merged.get(h) or {"vr": vr} for h, vr in defaults}
+        for h in include:
             if h in merged:
                 obj[h] = merged[h]
         if query.include_all:
@@ -239,10 +236,8 @@ def results(
         meta = extra.get(key)
         if meta is not None:
             full = orjson.loads(meta)
-            if query.include_all and level == "instance":
-                include = include | {int(k, 16) for k in full}
-            for tag in include:
-                h = T.tag_hex(tag)
+            wanted = list(full) if query.include_all and level == "instance" else include
+            for h in wanted:
                 elem = full.get(h)
                 if (
                     h not in obj
@@ -251,25 +246,35 @@ def results(
                     and "InlineBinary" not in elem
                 ):
                     obj[h] = elem
-            include = set(query.includefields)
-        computed: dict[int, Any] = {T.INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]}}
-        study_computed = {
-            T.MODALITIES_IN_STUDY: {"vr": "CS", "Value": _split(modalities)},
-            T.SOP_CLASSES_IN_STUDY: {"vr": "UI", "Value": _split(sop_classes)},
-            T.NUMBER_OF_STUDY_RELATED_SERIES: {"vr": "IS", "Value": [n_series]},
-            T.NUMBER_OF_STUDY_RELATED_INSTANCES: {"vr": "IS", "Value": [n_inst]},
-        }
-        for tag, elem in study_computed.items():
-            if level == "study" or tag in include or query.include_all:
-                computed[tag] = elem
-        if n_series_inst is not None and (
-            level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include
-        ):
-            computed[T.NUMBER_OF_SERIES_RELATED_INSTANCES] = {"vr": "IS", "Value": [n_series_inst]}
-        computed[T.RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
-        for tag, elem in computed.items():
-            if not elem.get("Value", True):
-                elem = {"vr": elem["vr"]}
-            obj[T.tag_hex(tag)] = elem
+        obj["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+        for tag in study_computed_tags:
+            if tag == T.MODALITIES_IN_STUDY:
+                obj["00080061"] = _multi("CS", modalities)
+            elif tag == T.SOP_CLASSES_IN_STUDY:
+                obj["00080062"] = _multi("UI", sop_classes)
+            elif tag == T.NUMBER_OF_STUDY_RELATED_SERIES:
+                obj["00201206"] = {"vr": "IS", "Value": [n_series]}
+            else:
+                obj["00201208"] = {"vr": "IS", "Value": [n_inst]}
+        if want_series_count and n_series_inst is not None:
+            obj["00201209"] = {"vr": "IS", "Value": [n_series_inst]}
+        obj["00081190"] = {"vr": "UR", "Value": [url]}
         out.append(dict(sorted(obj.items())))
     return out
+
+
+def _multi(vr: str, text: str) -> dict[str, Any]:
+    return {"vr": vr, "Value": text.split("\\")} if text else {"vr": vr}
+
+
+_STUDY_COMPUTED = (
+    T.MODALITIES_IN_STUDY,
+    T.SOP_CLASSES_IN_STUDY,
+    T.NUMBER_OF_STUDY_RELATED_SERIES,
+    T.NUMBER_OF_STUDY_RELATED_INSTANCES,
+)
+# Per level: (hex tag, VR) of the return attributes, returned empty when absent.
+_RETURN_DEFAULTS = {
+    level: tuple((T.tag_hex(t), T.vr_of(t) or "UN") for t in dict.fromkeys(tags))
+    for level, tags in _RETURN_KEYS.items()
+}

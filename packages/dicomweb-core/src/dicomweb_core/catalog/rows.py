@@ -98,15 +98,14 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
-def _subset(meta: dict[str, Any], tags: frozenset[int]) -> bytes:
-    return orjson.dumps({k: v for k, v in meta.items() if _tag(k) in tags})
+_STUDY_HEX = frozenset(T.tag_hex(t) for t in T.STUDY_LEVEL)
+_SERIES_HEX = frozenset(T.tag_hex(t) for t in T.SERIES_LEVEL)
+_INSTANCE_HEX = frozenset(T.tag_hex(t) for t in T.INSTANCE_LEVEL)
 
 
-def _tag(key: str) -> int:
-    try:
-        return int(key, 16)
-    except ValueError:
-        return -1
+def _subset(meta: dict[str, Any], keys: frozenset[str]) -> bytes:
+    # DICOM JSON keys are upper-case hex (PS3.18 F.2.1.1), as are ours.
+    return orjson.dumps({k: v for k, v in meta.items() if k in keys})
 
 
 def _seq_rows(meta: dict[str, Any], rec: InstanceRecord) -> list[tuple[str, str, str, str, str]]:
@@ -175,7 +174,7 @@ def instance_rows(rec: InstanceRecord, now: float) -> InstanceRows:
         raise CatalogError(f"instance {rec.sop_instance_uid}: metadata is not a DICOM JSON object")
 
     def text(tag: int) -> str:
-        return element_text(meta.get(T.tag_hex(tag)))
+        return element_text(meta.get(f"{tag:08X}"))
 
     patient_name = text(0x00100010)
     referring = text(0x00080090)
@@ -193,7 +192,7 @@ def instance_rows(rec: InstanceRecord, now: float) -> InstanceRows:
         *pn_components(referring),
         text(0x00200010),
         text(0x00081030),
-        _subset(meta, T.STUDY_LEVEL),
+        _subset(meta, _STUDY_HEX),
         now,
     )
     series = (
@@ -206,7 +205,7 @@ def instance_rows(rec: InstanceRecord, now: float) -> InstanceRows:
         text(0x00180015),
         normalize_date(text(0x00400244)),
         normalize_time(text(0x00400245)),
-        _subset(meta, T.SERIES_LEVEL),
+        _subset(meta, _SERIES_HEX),
     )
     instance_number = rec.instance_number
     if instance_number is None:
@@ -224,9 +223,15 @@ def instance_rows(rec: InstanceRecord, now: float) -> InstanceRows:
         rec.created or now,
         rec.metadata,
         encode_pixel_data(rec.pixel_data),
-        _subset(meta, T.INSTANCE_LEVEL),
+        _subset(meta, _INSTANCE_HEX),
     )
     return InstanceRows(study, series, instance, _seq_rows(meta, rec))
+
+
+def last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key (first column), the last one given: a batch stores each study and
+    series row once, with the attributes of its last instance."""
+    return list({r[0]: r for r in rows}.values())
 
 
 def record_from_row(row: tuple[Any, ...]) -> InstanceRecord:

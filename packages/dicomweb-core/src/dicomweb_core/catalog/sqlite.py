@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import CatalogError
 from ..models import InstanceRecord
 from .base import OutboxEvent
-from .rows import instance_rows, record_from_row
+from .rows import instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
 
@@ -172,8 +172,8 @@ class SQLiteCatalog:
                 c.execute(_S.delete_seq_of_instance, (rec.sop_instance_uid,))
                 previous.append(old[2] if old[2] != rec.object_key else None)
             c.executemany(_S.upsert_instance, [r.instance for r in rows])
-            c.executemany(_S.upsert_series, [r.series for r in rows])
-            c.executemany(_S.upsert_study, [r.study for r in rows])
+            c.executemany(_S.upsert_series, last_per_key([r.series for r in rows]))
+            c.executemany(_S.upsert_study, last_per_key([r.study for r in rows]))
             c.executemany(_S.insert_seq, [s for r in rows for s in r.seq])
             series.update((rec.series_uid, None) for rec in records)
             studies.update((rec.study_uid, None) for rec in records)
