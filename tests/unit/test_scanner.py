@@ -389,6 +389,37 @@ def test_every_truncation_fails_or_ends_on_an_element_boundary(transfer_syntax: 
         assert partial.header_length == cut
 
 
+def test_header_cap_applies_without_pixel_data() -> None:
+    data = (TEST_FILES / "rtplan.dcm").read_bytes()
+    assert scan(data, 100, max_header_size=len(data)).pixel_data is None
+    with pytest.raises(DicomFormatError, match="header larger than"):
+        scan(data, 100, max_header_size=len(data) - 5)
+
+
+def _meta_prefix(data: bytes) -> bytes:
+    """Preamble, DICM and the file meta group of ``data`` (group length counts what follows it)."""
+    return data[: 144 + struct.unpack_from("<L", data, 140)[0]]
+
+
+def test_nesting_depth_is_capped() -> None:
+    prefix = _meta_prefix(make_instance(transfer_syntax=ExplicitVRLittleEndian))
+    level = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    with pytest.raises(DicomFormatError, match="nested deeper than 128 levels"):
+        scan(prefix + level * 200, 64)
+
+
+def test_deflated_header_is_available_before_the_end() -> None:
+    data = make_instance(rows=64, cols=64, frames=4, transfer_syntax=DeflatedExplicitVRLittleEndian)
+    scanner = DicomHeaderScanner()
+    scanner.feed(data)
+    assert scanner.header_done
+    assert scanner.dataset().Rows == 64
+    result = scanner.finish()
+    assert result.pixel_data is None and result.header_length == result.total_length == len(data)
+    with pytest.raises(DicomFormatError, match="deflate"):
+        scan(data[:-10])
+
+
 def test_truncated_pixel_data_is_reported() -> None:
     data = make_instance(rows=8, cols=8)
     with pytest.raises(DicomFormatError, match="truncated: pixel data declares 128 bytes, 127 present"):

@@ -73,6 +73,9 @@ _KNOWN_VRS = _LONG_VRS | frozenset(
         b"US",
     }
 )
+# pydicom reads nested sequences recursively, so deeper data sets would fail there anyway;
+# the cap also bounds the walker's stack (two frames per sequence level).
+_MAX_DEPTH = 256
 _INFLATE_STEP = 1 << 20  # bounded output per zlib call, so a deflate bomb cannot allocate at once
 
 _TAG_LEN = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
@@ -258,6 +261,8 @@ class DicomHeaderScanner:
         # Bytes after the end of the deflate stream are ignored like trailing padding.
 
     def _start_post_header(self, header_length: int, tag: int, value_offset: int, length: int) -> None:
+        if header_length > self._max_header:
+            raise DicomFormatError(f"header larger than {self._max_header} bytes")
         self._header_length = header_length
         self._pixel_tag = tag
         self._value_offset = value_offset
@@ -432,7 +437,6 @@ class DicomHeaderScanner:
                     continue
                 implicit = frame.implicit
                 header = 8
-                is_un = False
                 if implicit:
                     length = _U32[element_little].unpack_from(buf, pos + 4)[0]
                 elif vr in _LONG_VRS:
@@ -440,7 +444,6 @@ class DicomHeaderScanner:
                         return None
                     length = _U32[element_little].unpack_from(buf, pos + 8)[0]
                     header = 12
-                    is_un = vr == b"UN"
                 elif vr not in _KNOWN_VRS and not (b"AA" <= vr <= b"ZZ"):
                     # pydicom's switch: an invalid VR means this element is implicit VR.
                     length = _U32[element_little].unpack_from(buf, pos + 4)[0]
@@ -458,8 +461,11 @@ class DicomHeaderScanner:
                 elif kind == _META:
                     raise DicomFormatError(f"undefined length in the file meta at {pos - header}")
                 else:
-                    # An undefined-length UN is a sequence encoded in implicit VR LE (PS3.5 6.2.2).
-                    stack.append(_Frame(_UNDEF_VALUE, implicit or is_un))
+                    # An undefined-length UN is a sequence in implicit VR LE (PS3.5 6.2.2); like
+                    # pydicom, each of its items is checked for implicit VR when it starts.
+                    if len(stack) >= _MAX_DEPTH:
+                        raise DicomFormatError(f"sequences nested deeper than {_MAX_DEPTH // 2} levels")
+                    stack.append(_Frame(_UNDEF_VALUE, implicit))
         finally:
             if self._header_length is None:
                 self._pos = pos
@@ -494,8 +500,6 @@ class DicomHeaderScanner:
         dataset = self.dataset()
         ts = self._ts
         assert ts is not None
-        if self._inflater is not None:
-            return ScanResult(dataset, ts, self._total, self._total, None)
         pixel_data: PixelDataInfo | None = None
         if self._pixel_tag:
             if self._value_length is not None:
@@ -511,6 +515,9 @@ class DicomHeaderScanner:
                 if not self._encap_done:
                     raise DicomFormatError("encapsulated pixel data without sequence delimiter")
                 pixel_data = self._encapsulated_info(dataset)
+        if self._inflater is not None:
+            # Offsets into the inflated stream mean nothing in the stored object.
+            return ScanResult(dataset, ts, self._total, self._total, None)
         return ScanResult(dataset, ts, header_length, self._total, pixel_data)
 
     def _finish_header(self) -> None:
@@ -521,6 +528,8 @@ class DicomHeaderScanner:
         frame = self._stack[-1]
         if self._pos != n or len(self._stack) != 1:
             raise DicomFormatError(f"truncated: the data set ends inside an element ({n} bytes)")
+        if n > self._max_header:
+            raise DicomFormatError(f"header larger than {self._max_header} bytes")
         if frame.kind == _META:
             self._end_meta(n)
         self._header_length = n
