@@ -285,27 +285,27 @@ class StowPipeline:
         return None
 
     async def _commit(self, outcome: StowOutcome) -> None:
-        committed = 0
+        """All rows and events of the request in one catalog transaction (one fsync)."""
+        if not outcome.stored:
+            return
+        records = [p.record for p in outcome.stored]
+        events = [e for p in outcome.stored for e in p.events]
         try:
-            for stored in outcome.stored:
-                previous = await self.catalog.upsert_instance(stored.record, stored.events)
-                committed += 1
-                if previous is not None and previous != stored.record.object_key:
-                    await self.store.delete(previous)
+            previous = await self.catalog.upsert_instances(records, events)
         except DicomwebError as exc:
-            # The catalog refused: the parts not yet catalogued fail, their objects go.
-            failed = outcome.stored[committed:]
-            outcome.stored = outcome.stored[:committed]
+            # The catalog refused: every part of the request fails, their objects go.
+            failed, outcome.stored = outcome.stored, []
             for stored in failed:
                 await self._remove_unacknowledged(stored)
                 outcome.failed.append(
                     PartFailure(
-                        PROCESSING_FAILURE,
-                        exc.reason,
-                        stored.record.sop_class_uid,
-                        stored.record.sop_instance_uid,
+                        PROCESSING_FAILURE, exc.reason, stored.record.sop_class_uid, stored.record.sop_instance_uid
                     )
                 )
+            return
+        for old_key, stored in zip(previous, outcome.stored, strict=True):
+            if old_key is not None and old_key != stored.record.object_key:
+                await self.store.delete(old_key)
 
     async def _rollback(self, outcome: StowOutcome) -> None:
         for stored in outcome.stored:
