@@ -48,31 +48,6 @@ _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
-_KNOWN_VRS = _LONG_VRS | frozenset(
-    {
-        b"AE",
-        b"AS",
-        b"AT",
-        b"CS",
-        b"DA",
-        b"DS",
-        b"DT",
-        b"FD",
-        b"FL",
-        b"IS",
-        b"LO",
-        b"LT",
-        b"PN",
-        b"SH",
-        b"SL",
-        b"SS",
-        b"ST",
-        b"TM",
-        b"UI",
-        b"UL",
-        b"US",
-    }
-)
 # pydicom reads nested sequences recursively, so deeper data sets would fail there anyway;
 # the cap also bounds the walker's stack (two frames per sequence level).
 _MAX_DEPTH = 256
@@ -444,7 +419,7 @@ class DicomHeaderScanner:
                         return None
                     length = _U32[element_little].unpack_from(buf, pos + 8)[0]
                     header = 12
-                elif vr not in _KNOWN_VRS and not (b"AA" <= vr <= b"ZZ"):
+                elif not (b"AA" <= vr <= b"ZZ"):
                     # pydicom's switch: an invalid VR means this element is implicit VR.
                     length = _U32[element_little].unpack_from(buf, pos + 4)[0]
                 else:
