@@ -160,6 +160,35 @@ async def test_abort_leaves_no_object_and_no_upload(
         await writer.write(b"more")
 
 
+async def test_a_cancelled_writer_leaves_no_upload(
+    s3_store: S3ObjectStore, s3_prefix: str, s3_admin: Any
+) -> None:
+    """The client goes away mid-upload (the request task is cancelled): the upload is aborted."""
+    key = s3_prefix + "cancelled.dcm"
+    writer = await s3_store.open_writer(key)
+    chunk = memoryview(payload(MiB))
+
+    under_way = asyncio.Event()
+
+    async def feed() -> None:
+        for n in range(100):
+            await writer.write(chunk)
+            if n == 6:  # the first part is on its way
+                under_way.set()
+
+    task = asyncio.create_task(feed())
+    async with asyncio.timeout(30):
+        await under_way.wait()
+    assert writer.upload_id is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await writer.abort()  # what a caller does on the way out: already done, harmless
+
+    assert uploads_in_progress(s3_admin, s3_prefix) == []
+    assert await s3_store.size(key) is None
+
+
 async def test_abort_of_a_small_object_writes_nothing(s3_store: S3ObjectStore, s3_prefix: str) -> None:
     writer = await s3_store.open_writer(s3_prefix + "small-aborted")
     await writer.write(b"x" * 1000)
