@@ -341,9 +341,21 @@ def test_unknown_valid_transfer_syntax_is_explicit_encapsulated() -> None:
 # ---------------------------------------------------------------- malformed input
 
 
+def test_file_meta_without_preamble_is_accepted() -> None:
+    # dicomweb-client and others send the file meta group without the 128-byte preamble.
+    data = make_instance(frames=3)
+    full = scan(data)
+    for prefix_cut, chunk in ((128, 7), (132, 4096), (132, 1)):
+        short = scan(data[prefix_cut:], chunk)
+        assert short.dataset == full.dataset
+        assert short.transfer_syntax_uid == full.transfer_syntax_uid
+        assert short.pixel_data is not None and full.pixel_data is not None
+        assert short.pixel_data.value_offset == full.pixel_data.value_offset - prefix_cut
+
+
 def test_not_part10_is_rejected() -> None:
     data = make_instance()
-    for bad in (data[128:], b"", b"\x00" * 200, data[:100]):
+    for bad in (b"", b"\x00" * 200, data[:100], b"GARBAGE" * 40):
         with pytest.raises(DicomFormatError, match="not a DICOM Part-10 file"):
             scan(bad)
 

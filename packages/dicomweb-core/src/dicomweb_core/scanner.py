@@ -38,6 +38,18 @@ DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 _NATIVE_SYNTAXES = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE})
 
 _PREAMBLE_END = 132
+
+
+def _data_start(buf: bytearray) -> int:
+    """Where the file meta group starts. Part 10 says after a 128-byte preamble and "DICM";
+    some clients (dicomweb-client among them) send the file meta group with no preamble."""
+    if buf[128:132] == b"DICM":
+        return _PREAMBLE_END
+    if buf[:4] == b"DICM":
+        return 4
+    if buf[:2] == b"\x02\x00" and buf[4:6].isalpha() and buf[4:6].isupper():
+        return 0
+    raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix at offset 128, no file meta group)")
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIM = 0xFFFEE00D
@@ -113,6 +125,8 @@ class DicomHeaderScanner:
         self._max_inflated = max_inflated_size
         self._buf = bytearray()
         self._pos = 0
+        #: Where the file meta group starts: 132 (preamble + DICM), 4 (DICM only) or 0 (no prefix).
+        self._start: int | None = None
         self._stack: list[_Frame] = [_Frame(_META, False, top=True, fresh=True)]
         self._little = True
         self._ts: str | None = None
@@ -329,12 +343,10 @@ class DicomHeaderScanner:
         n = len(buf)
         pos = self._pos
         stack = self._stack
-        if pos < _PREAMBLE_END:
+        if self._start is None:
             if n < _PREAMBLE_END:
                 return None
-            if buf[128:132] != b"DICM":
-                raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix at offset 128)")
-            pos = _PREAMBLE_END
+            pos = self._start = _data_start(buf)
         little = self._little
         tag_len = _TAG_LEN[little]
         try:
@@ -498,8 +510,12 @@ class DicomHeaderScanner:
     def _finish_header(self) -> None:
         """End of data before any pixel data: a data set without pixel data, or truncation."""
         n = len(self._buf)
-        if n < _PREAMBLE_END or self._buf[128:132] != b"DICM":
-            raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix at offset 128)")
+        if self._start is None:
+            self._start = _data_start(self._buf)
+            if self._start == _PREAMBLE_END or n <= self._start:
+                raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix at offset 128)")
+            self._pos = self._start
+            self._walk()
         frame = self._stack[-1]
         if self._pos != n or len(self._stack) != 1:
             raise DicomFormatError(f"truncated: the data set ends inside an element ({n} bytes)")
@@ -509,13 +525,19 @@ class DicomHeaderScanner:
             self._end_meta(n)
         self._header_length = n
 
+    @property
+    def _skip(self) -> int:
+        # pydicom reads a 128-byte preamble + DICM, or a bare file meta group (with force);
+        # a lone "DICM" prefix is cut off before handing the bytes over.
+        return 4 if self._start == 4 else 0
+
     def _parse_dataset(self) -> pydicom.Dataset:
         assert self._header_length is not None
         try:
             if self._inflater is None and self._ts != DEFLATED_EXPLICIT_VR_LE:
-                prefix = bytes(self._buf[: self._header_length])
-                return dcmread(BytesIO(prefix), stop_before_pixels=True)
-            meta = dcmread(BytesIO(bytes(self._buf[: self._meta_end])))
+                prefix = bytes(self._buf[self._skip : self._header_length])
+                return dcmread(BytesIO(prefix), stop_before_pixels=True, force=self._skip != 0 or self._start == 0)
+            meta = dcmread(BytesIO(bytes(self._buf[self._skip : self._meta_end])), force=True)
             body = read_dataset(
                 BytesIO(bytes(self._buf[self._meta_end : self._header_length])),
                 is_implicit_VR=False,
