@@ -9,6 +9,9 @@ import pytest
 
 from tests.servers import ServiceProcess
 
+# The S3-compatible server (SeaweedFS) fixtures: s3_server, s3_bucket_env, s3_admin, s3_store, ...
+pytest_plugins = ["tests.s3fixtures"]
+
 
 @pytest.fixture(scope="session")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:

@@ -248,3 +248,11 @@ def test_disconnect_mid_upload_leaves_nothing(fresh_server: ServiceProcess) -> N
     assert catalog_rows(data_dir(fresh_server)) == 0
     # The server is still healthy.
     assert post(fresh_server, [first]).status_code == 200
+
+
+def test_object_sent_without_preamble_is_stored_as_part10(fresh_server: ServiceProcess) -> None:
+    blob = make_instance()
+    resp = post(fresh_server, [blob[132:]])
+    assert resp.status_code == 200, resp.text
+    (obj,) = stored_objects(data_dir(fresh_server))
+    assert obj.read_bytes() == bytes(128) + b"DICM" + blob[132:]

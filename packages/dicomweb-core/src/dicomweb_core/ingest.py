@@ -27,7 +27,7 @@ from .catalog.base import Catalog, OutboxEvent
 from .dicomjson import dumps, to_dicom_json
 from .errors import DicomFormatError, DicomwebError, MultipartError, PayloadTooLargeError, StoreError
 from .events import IMAGE_STORED, StoreInfo, image_event_body, new_event
-from .models import InstanceRecord
+from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
 from .scanner import DicomHeaderScanner
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key
@@ -96,6 +96,7 @@ class PartIngest:
         self._writer: ObjectWriter | None = None
         self._key = ""
         self._ids: tuple[str, str, str, str] | None = None
+        self._prefix = 0
         self._failure: PartFailure | None = None
         if media_type not in DICOM_MEDIA_TYPES:
             self._failure = PartFailure(CANNOT_UNDERSTAND, f"unsupported part media type {media_type!r}")
@@ -128,6 +129,10 @@ class PartIngest:
         study, series, sop, _ = self._ids
         self._key = instance_key(study, series, sop)
         self._writer = await self._store.open_writer(self._key)
+        # Objects sent without preamble/"DICM" are stored as proper Part-10 files.
+        self._prefix = len(prefix := self._scanner.missing_prefix)
+        if prefix:
+            await self._writer.write(prefix)
         held, self._held = self._held, []
         for chunk in held:
             await self._writer.write(chunk)
@@ -178,7 +183,7 @@ class PartIngest:
             object_key=stored.key,
             size=stored.size,
             metadata=dumps(metadata),
-            pixel_data=result.pixel_data,
+            pixel_data=shift_pixel_data(result.pixel_data, self._prefix) if result.pixel_data else None,
             instance_number=_int_or_none(ds.get("InstanceNumber")),
             etag=stored.etag,
             created=time.time(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,19 @@ class PixelDataInfo:
     basic_offset_table: tuple[int, ...] = ()
     fragments: tuple[Fragment, ...] = ()
     frames: tuple[Fragment, ...] = ()
+
+
+def shift_pixel_data(info: PixelDataInfo, delta: int) -> PixelDataInfo:
+    """The same pixel data ``delta`` bytes further into the object (after a prepended prefix)."""
+    if not delta:
+        return info
+
+    def moved(frags: tuple[Fragment, ...]) -> tuple[Fragment, ...]:
+        return tuple(Fragment(f.offset + delta, f.length) for f in frags)
+
+    return replace(
+        info, value_offset=info.value_offset + delta, fragments=moved(info.fragments), frames=moved(info.frames)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -526,6 +526,16 @@ class DicomHeaderScanner:
         self._header_length = n
 
     @property
+    def missing_prefix(self) -> bytes:
+        """What a stored copy needs in front of the received bytes to be a proper Part-10
+        file (preamble and/or "DICM"); empty when the object already has both."""
+        if self._start == 0:
+            return bytes(128) + b"DICM"
+        if self._start == 4:
+            return bytes(128)
+        return b""
+
+    @property
     def _skip(self) -> int:
         # pydicom reads a 128-byte preamble + DICM, or a bare file meta group (with force);
         # a lone "DICM" prefix is cut off before handing the bytes over.
