@@ -1,0 +1,154 @@
+"""The rendered and thumbnail resources at every level, over :mod:`.rendered`.
+
+A frame is rendered from the frame's stored bytes (one ranged read) and a data set built
+from the catalog's metadata, so rendering never reads the whole object. When the metadata
+holds other bulk data (a palette LUT, say) the header is read from the store instead, so
+nothing the renderer may need is missing.
+
+Study and series: a single image of the representative instance (the middle instance of
+the first series), or, when ``multipart/related; type=image/...`` is asked, one rendered
+image per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from ..errors import NotAcceptableError, NotFoundError
+from ..models import InstanceRecord
+from ..stores.base import ObjectStore
+from .accept import describe
+from .frames import PixelSource
+from .multipart import MultipartWriter, Part, single
+from .rendered import _FORMATS, RenderOptions, choose_image_type, parse_options, render
+from .reply import Ask, Reply, validators
+from .transcode import attach_frame
+
+_BULK = b'"BulkDataURI"'
+
+
+def _without_bulk(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag, elem in obj.items():
+        if not isinstance(elem, dict) or "BulkDataURI" in elem:
+            continue
+        if elem.get("vr") == "SQ" and elem.get("Value"):
+            elem = {**elem, "Value": [_without_bulk(i) for i in elem["Value"] if isinstance(i, dict)]}
+        out[tag] = elem
+    return out
+
+
+def representative(records: Sequence[InstanceRecord]) -> InstanceRecord:
+    """The middle instance (by instance number) of the first series that has pixel data."""
+    with_pixels = [r for r in records if r.pixel_data is not None] or list(records)
+    series = with_pixels[0].series_uid
+    same = [r for r in with_pixels if r.series_uid == series]
+    return same[len(same) // 2]
+
+
+class Renderer:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def rendered(
+        self,
+        records: Sequence[InstanceRecord],
+        ask: Ask,
+        *,
+        frames: list[int] | None = None,
+        thumbnail: bool = False,
+    ) -> Reply:
+        options = parse_options(ask.params, thumbnail=thumbnail)
+        multipart_type = _multipart_image(ask)
+        media = multipart_type or choose_image_type(ask.ranges)
+        if not multipart_type and len(records) > 1:
+            records = [representative(records)]
+        numbers = frames or [1]
+        checks = validators(records, f"rendered|{media}|{numbers}|{sorted(ask.params.items())}|{thumbnail}")
+        cached = checks.not_modified(ask)
+        if cached is not None:
+            return cached
+        headers = checks.headers()
+        if multipart_type is None:
+            image = await self.render_frame(records[0], numbers[0], options, media)
+            return Reply(media_type=media, body=image, headers=headers)
+        writer = MultipartWriter(media)
+        parts = self._parts(records, numbers, options, media)
+        return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+
+    async def _parts(
+        self, records: Sequence[InstanceRecord], numbers: list[int], options: RenderOptions, media: str
+    ) -> AsyncIterator[Part]:
+        for record in records:
+            if record.pixel_data is None and len(records) > 1:
+                continue
+            for n in numbers:
+                yield Part(media, single(await self.render_frame(record, n, options, media)))
+
+    async def render_frame(
+        self, record: InstanceRecord, number: int, options: RenderOptions, media: str
+    ) -> bytes:
+        source = PixelSource(self.store, record)
+        source.check_frames([number])
+        frame = await source.frame(number)
+        if record.metadata.count(_BULK) > 1:
+            info = record.pixel_data
+            end = info.value_offset if info is not None else record.size
+            header = await self.store.read_range(record.object_key, 0, end)
+        else:
+            header = None
+        return await asyncio.to_thread(_render_sync, source.metadata, header, frame, record, options, media)
+
+
+def _render_sync(
+    metadata: dict[str, Any],
+    header: bytes | None,
+    frame: bytes,
+    record: InstanceRecord,
+    options: RenderOptions,
+    media: str,
+) -> bytes:
+    import pydicom
+
+    ds: Dataset
+    if header is not None:
+        ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
+    else:
+        ds = Dataset.from_json(_without_bulk(metadata))
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(record.transfer_syntax_uid)
+    ts = record.transfer_syntax_uid
+    if ts == "1.2.840.10008.1.2.2" and int(ds.get("BitsAllocated", 8)) > 8:
+        from .transcode import frame_to_explicit_le
+
+        frame = frame_to_explicit_le(metadata, frame, ts)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ts = pydicom.uid.ExplicitVRLittleEndian
+    elif ts in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"):
+        ts = pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = ts
+    ds.set_original_encoding(False, True)
+    attach_frame(ds, frame, ts)
+    return render(ds, options, media)
+
+
+def _multipart_image(ask: Ask) -> str | None:
+    for r in ask.ranges:
+        if r.multipart and r.part in _FORMATS:
+            return r.part
+        if not r.multipart:
+            return None
+    if ask.ranges and all(r.multipart for r in ask.ranges):
+        raise NotAcceptableError(f"rendered images are available as image/jpeg, image/png or image/gif; "
+                                 f"Accept asked for {describe(ask.ranges)}")  # fmt: skip
+    return None
+
+
+def require_pixels(records: Sequence[InstanceRecord]) -> None:
+    if not any(r.pixel_data is not None or r.transfer_syntax_uid.endswith(".99") for r in records):
+        raise NotFoundError("no instance with pixel data to render")

@@ -1,0 +1,255 @@
+"""WADO-RS frames and bulk data (PS3.18 10.4.1.1.4/5): byte ranges of stored objects.
+
+Negotiation for frames, given the stored transfer syntax:
+
+* ``type=application/octet-stream; transfer-syntax=*``: the stored bytes (native, or the
+  compressed bitstream labelled octet-stream) - what OHIF asks for.
+* ``type=application/octet-stream`` with no or the Explicit VR LE syntax: native bytes,
+  decoded from compressed data when a decoder exists (else 406 with a reason).
+* ``type=image/jls`` (etc.): the stored bitstream when it is of that media type.
+* ``*/*``, ``multipart/related; type="*/*"``: as stored, with the stored media type.
+* A single frame may also be asked for single-part (``Accept: application/octet-stream``
+  or ``image/jpeg``): the body is then the frame itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from ..errors import DicomwebError, NotAcceptableError, NotFoundError
+from ..models import Fragment, InstanceRecord
+from ..stores.base import ObjectStore
+from .accept import ANY, EXPLICIT_BE, EXPLICIT_LE, OCTET_STREAM, MediaRange, describe, pixel_media_type
+from .frames import PixelSource
+from .multipart import MultipartWriter, Part, single
+from .reply import Ask, Reply, validators
+from .transcode import conversion_refusal, frame_to_explicit_le
+
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(DicomwebError):
+    status = 416
+
+
+@dataclass(frozen=True, slots=True)
+class FramePlan:
+    multipart: bool
+    #: Media type of each part (or of the single body).
+    media_type: str
+    #: ``*`` = the stored bytes; otherwise the transfer syntax to convert to.
+    transfer_syntax: str
+    #: The transfer syntax the bytes are in, for the part's Content-Type.
+    label: str
+
+
+def plan_frames(ranges: list[MediaRange], stored: str, count: int) -> FramePlan:
+    stored_media = pixel_media_type(stored)
+    encapsulated = stored_media != OCTET_STREAM
+    reasons: list[str] = []
+    for r in ranges:
+        if not r.multipart and r.media_type != ANY and count != 1:
+            continue  # single-part is only for one frame
+        multipart = r.multipart or r.media_type == ANY
+        part = r.part
+        ts = r.transfer_syntax
+        if part in (ANY, "*"):
+            if ts in (None, "*", stored):
+                return FramePlan(multipart, stored_media, "*", stored)
+            part = OCTET_STREAM
+        if part == OCTET_STREAM:
+            if ts == "*" or (ts == stored and not encapsulated):
+                return FramePlan(multipart, OCTET_STREAM, "*", stored)
+            wanted = ts or EXPLICIT_LE
+            refusal = conversion_refusal(stored, wanted)
+            if refusal is None and wanted == EXPLICIT_LE:
+                return FramePlan(multipart, OCTET_STREAM, EXPLICIT_LE, EXPLICIT_LE)
+            reasons.append(refusal or f"transfer syntax {wanted} is not available for octet-stream frames")
+        elif encapsulated and r.part_matches(stored_media):
+            if ts in (None, "*", stored):
+                return FramePlan(multipart, stored_media, "*", stored)
+            reasons.append(f"frames are stored as {stored}, not {ts}")
+        else:
+            reasons.append(f"frames stored as {stored} are not available as {part}")
+    detail = f" ({reasons[0]})" if reasons else ""
+    raise NotAcceptableError(
+        f"frames are stored as {stored_media} (transfer syntax {stored});"
+        f" Accept asked for {describe(ranges)}{detail}"
+    )
+
+
+def _part_type(plan: FramePlan) -> str:
+    return f"{plan.media_type}; transfer-syntax={plan.label}"
+
+
+class PixelRetriever:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def frames(self, record: InstanceRecord, numbers: list[int], ask: Ask) -> Reply:
+        source = PixelSource(self.store, record)
+        source.check_frames(numbers)
+        plan = plan_frames(ask.ranges, record.transfer_syntax_uid, len(numbers))
+        checks = validators([record], f"frames|{numbers}|{plan}")
+        cached = checks.not_modified(ask)
+        if cached is not None:
+            return cached
+        headers = checks.headers()
+        if not plan.multipart:
+            body = await self._frame(source, numbers[0], plan)
+            return Reply(media_type=_part_type(plan), body=body, headers=headers)
+        writer = MultipartWriter(plan.media_type, transfer_syntax=plan.label)
+        if len(numbers) == 1:
+            body = await self._frame(source, numbers[0], plan)
+            return Reply(
+                media_type=writer.content_type,
+                body=writer.encode([(_part_type(plan), body)]),
+                headers=headers,
+            )
+        parts = self._frame_parts(source, numbers, plan)
+        return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+
+    async def _frame_parts(
+        self, source: PixelSource, numbers: list[int], plan: FramePlan
+    ) -> AsyncIterator[Part]:
+        for n in numbers:
+            yield Part(_part_type(plan), single(await self._frame(source, n, plan)))
+
+    async def _frame(self, source: PixelSource, number: int, plan: FramePlan) -> bytes:
+        data = await source.frame(number)
+        if plan.transfer_syntax == "*":
+            return data
+        stored = source.record.transfer_syntax_uid
+        if stored != EXPLICIT_BE and pixel_media_type(stored) == OCTET_STREAM:
+            return data
+        return await asyncio.to_thread(frame_to_explicit_le, source.metadata, data, stored)
+
+    # ------------------------------------------------------------------ bulk data
+
+    async def bulkdata(self, record: InstanceRecord, tag: int, ask: Ask) -> Reply:
+        source = PixelSource(self.store, record)
+        info = record.pixel_data
+        if tag in PIXEL_TAGS and info is not None and info.tag == tag and info.encapsulated:
+            # Encapsulated pixel data: one part per frame, negotiated like frames.
+            return await self.frames(record, list(range(1, source.number_of_frames + 1)), ask)
+        multipart = _bulk_accepts(ask.ranges)
+        if tag in PIXEL_TAGS and info is not None and info.tag == tag:
+            segments = await source.value_segments()
+            value: bytes | None = None
+        else:
+            segments = []
+            value = await self._element_value(record, tag)
+        total = sum(s.length for s in segments) if value is None else len(value)
+        checks = validators([record], f"bulk|{tag:08X}|{multipart}|{ask.range}")
+        cached = checks.not_modified(ask)
+        if cached is not None:
+            return cached
+        headers = checks.headers()
+        headers["Accept-Ranges"] = "bytes"
+        start, end = _byte_range(ask.range, total)
+        status = 206 if (start, end) != (0, total) else 200
+        part_headers: dict[str, str] = {}
+        if status == 206:
+            part_headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        if value is not None:
+            body: AsyncIterator[bytes] = single(value[start:end])
+        else:
+            body = _read_segments(self.store, record.object_key, segments, start, end)
+        if not multipart:
+            headers.update(part_headers)
+            headers["Content-Length"] = str(end - start)
+            return Reply(status=status, media_type=OCTET_STREAM, body=body, headers=headers)
+        writer = MultipartWriter(OCTET_STREAM)
+        part_headers["Content-Length"] = str(end - start)
+        stream = writer.stream([Part(OCTET_STREAM, body, part_headers)])
+        return Reply(status=status, media_type=writer.content_type, body=stream, headers=headers)
+
+    async def _element_value(self, record: InstanceRecord, tag: int) -> bytes:
+        """A non-pixel bulk value: parse the header (everything before Pixel Data) and find it."""
+        info = record.pixel_data
+        end = info.value_offset if info is not None else record.size
+        header = await self.store.read_range(record.object_key, 0, end)
+        value = await asyncio.to_thread(_find_value, header, tag)
+        if value is None:
+            raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
+        return value
+
+
+def _bulk_accepts(ranges: list[MediaRange]) -> bool:
+    """True for a multipart answer, False for single-part octet-stream; 406 otherwise."""
+    for r in ranges:
+        if r.multipart and r.part_matches(OCTET_STREAM):
+            return True
+        if not r.multipart and r.media_type in (ANY, "application/*"):
+            return True
+        if not r.multipart and r.media_type == OCTET_STREAM:
+            return False
+    raise NotAcceptableError(
+        f'bulk data is available as multipart/related; type="{OCTET_STREAM}" or {OCTET_STREAM};'
+        f" Accept asked for {describe(ranges)}"
+    )
+
+
+def _byte_range(header: str, total: int) -> tuple[int, int]:
+    """``[start, end)`` from a single-range ``Range`` header; the whole value when absent."""
+    if not header:
+        return 0, total
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if match is None or (not match.group(1) and not match.group(2)):
+        return 0, total  # unsupported forms (several ranges, other units) are ignored, as RFC 9110 allows
+    first, last = match.group(1), match.group(2)
+    if not first:
+        start, end = max(0, total - int(last)), total
+    else:
+        start = int(first)
+        end = min(total, int(last) + 1) if last else total
+    if start >= total or start >= end:
+        raise RangeNotSatisfiable(f"range {header!r} is outside the {total} bytes of the value")
+    return start, end
+
+
+async def _read_segments(
+    store: ObjectStore, key: str, segments: Sequence[Fragment], start: int, end: int
+) -> AsyncIterator[bytes]:
+    pos = 0
+    for seg in segments:
+        lo, hi = max(start, pos), min(end, pos + seg.length)
+        if lo < hi:
+            async for chunk in store.read(key, seg.offset + lo - pos, seg.offset + hi - pos):
+                yield chunk
+        pos += seg.length
+
+
+def _find_value(header: bytes, tag: int) -> bytes | None:
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
+    big_endian = not ds.original_encoding[1] if ds.original_encoding[1] is not None else False
+
+    def search(d: Dataset) -> bytes | None:
+        if tag in d:
+            elem = d[tag]
+            if isinstance(elem.value, (bytes, bytearray)):
+                raw = bytes(elem.value)
+                width = _SWAP_WIDTH.get(str(elem.VR), 1)
+                if big_endian and width > 1:
+                    import numpy as np
+
+                    raw = np.frombuffer(raw, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+                return raw
+        for elem in d:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    found = search(item)
+                    if found is not None:
+                        return found
+        return None
+
+    return search(ds)

@@ -1,0 +1,242 @@
+"""WADO-RS retrieve of instances and metadata (PS3.18 10.4) over a store and a catalog.
+
+Instances stream from the store in large chunks, as stored, unless the client asks for a
+transfer syntax the object is not in (then :mod:`.transcode` converts it, one instance at a
+time). Metadata comes from the catalog only: the stored DICOM JSON blobs are concatenated
+into the response with the ``@@BASE@@`` placeholder replaced, never re-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from ..catalog.base import Catalog
+from ..dicomjson import BASE_PLACEHOLDER
+from ..errors import NotAcceptableError, NotFoundError
+from ..models import InstanceRecord
+from ..stores.base import ObjectStore
+from ..uids import validate_uid
+from .accept import (
+    ANY,
+    DICOM,
+    DICOM_JSON,
+    DICOM_XML,
+    EXPLICIT_LE,
+    ZIP,
+    MediaRange,
+    describe,
+)
+from .multipart import MultipartWriter, Part, single
+from .reply import Ask, Reply, validators
+from .transcode import conversion_refusal, to_explicit_le_async
+from .xml import to_xml
+from .zipstream import zip_stream
+
+_PLACEHOLDER = BASE_PLACEHOLDER.encode()
+#: Metadata responses are sent in pieces of about this size (bounded memory, few messages).
+_METADATA_PIECE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    study: str
+    series: str | None = None
+    instance: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "instance" if self.instance else "series" if self.series else "study"
+
+    def describe(self) -> str:
+        if self.instance:
+            return f"instance {self.instance}"
+        return f"series {self.series}" if self.series else f"study {self.study}"
+
+
+def level(study: str, series: str | None = None, instance: str | None = None) -> Level:
+    """Validated path UIDs (400 on a malformed one)."""
+    validate_uid(study, "StudyInstanceUID")
+    if series is not None:
+        validate_uid(series, "SeriesInstanceUID")
+    if instance is not None:
+        validate_uid(instance, "SOPInstanceUID")
+    return Level(study, series, instance)
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    """How the instances go out: container ``multipart``/``single``/``zip`` and, per
+    instance, the transfer syntax (``*`` = as stored)."""
+
+    container: str
+    syntaxes: tuple[str, ...]
+
+
+def _instance_wants(ranges: list[MediaRange], at_instance: bool) -> list[tuple[str, str]]:
+    """(container, transfer syntax) in preference order from the Accept ranges."""
+    wants: list[tuple[str, str]] = []
+    for r in ranges:
+        if r.multipart:
+            if r.part == DICOM:
+                wants.append(("multipart", r.transfer_syntax or EXPLICIT_LE))
+            elif r.part in (ANY, "*", "application/*"):
+                wants.append(("multipart", r.transfer_syntax or "*"))
+        elif r.media_type == ANY:
+            wants.append(("multipart", "*"))
+        elif r.media_type == ZIP:
+            wants.append(("zip", "*"))
+        elif r.media_type == DICOM and at_instance:
+            wants.append(("single", r.transfer_syntax or EXPLICIT_LE))
+    return wants
+
+
+def plan_instances(
+    ranges: list[MediaRange], records: Sequence[InstanceRecord], at_instance: bool
+) -> InstancePlan:
+    """Choose the representation; 406 with a reason when no acceptable one can be produced.
+
+    Within one container the client's transfer syntaxes are tried per instance in order, so
+    ``transfer-syntax=1.2.840.10008.1.2.4.50, transfer-syntax=*;q=0.5`` serves JPEG as is and
+    anything else as stored.
+    """
+    wants = _instance_wants(ranges, at_instance)
+    if not wants:
+        raise NotAcceptableError(
+            f'instances are available as multipart/related; type="application/dicom" or application/zip;'
+            f" Accept asked for {describe(ranges)}"
+        )
+    containers = list(dict.fromkeys(c for c, _ in wants))
+    first_reason = ""
+    for container in containers:
+        syntaxes = [ts for c, ts in wants if c == container]
+        chosen: list[str] = []
+        for record in records:
+            for ts in syntaxes:
+                if conversion_refusal(record.transfer_syntax_uid, ts) is None:
+                    chosen.append("*" if ts == record.transfer_syntax_uid else ts)
+                    break
+            else:
+                if not first_reason:
+                    reasons = {conversion_refusal(record.transfer_syntax_uid, ts) for ts in syntaxes}
+                    first_reason = f"instance {record.sop_instance_uid}: " + "; ".join(
+                        sorted(r for r in reasons if r)
+                    )
+                break
+        else:
+            return InstancePlan(container, tuple(chosen))
+    raise NotAcceptableError(first_reason or f"no acceptable representation for {describe(ranges)}")
+
+
+class Retriever:
+    """Retrieve Study/Series/Instance and their metadata."""
+
+    def __init__(self, store: ObjectStore, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+
+    async def records(self, at: Level) -> list[InstanceRecord]:
+        if at.instance is not None:
+            record = await self.catalog.get_instance(at.study, at.series, at.instance)
+            if record is None:
+                raise NotFoundError(f"{at.describe()} not found in series {at.series} of study {at.study}")
+            return [record]
+        records = await self.catalog.list_instances(at.study, at.series)
+        if not records:
+            raise NotFoundError(f"{at.describe()} not found")
+        return records
+
+    # ------------------------------------------------------------------ instances
+
+    async def instances(self, at: Level, ask: Ask) -> Reply:
+        records = await self.records(at)
+        plan = plan_instances(ask.ranges, records, at.instance is not None)
+        checks = validators(records, f"{plan.container}|{','.join(plan.syntaxes)}")
+        cached = checks.not_modified(ask)
+        if cached is not None:
+            return cached
+        headers = checks.headers()
+        if plan.container == "zip":
+            name = (at.instance or at.series or at.study) + ".zip"
+            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+            return Reply(media_type=ZIP, body=zip_stream(records, self.store.read), headers=headers)
+        if plan.container == "single":
+            record, ts = records[0], plan.syntaxes[0]
+            if ts == "*":
+                headers["Content-Length"] = str(record.size)
+                media = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
+                return Reply(media_type=media, body=self.store.read(record.object_key), headers=headers)
+            blob = await self._converted(record)
+            return Reply(media_type=f"{DICOM}; transfer-syntax={ts}", body=blob, headers=headers)
+        uniform = {
+            r.transfer_syntax_uid if ts == "*" else ts for r, ts in zip(records, plan.syntaxes, strict=True)
+        }
+        writer = MultipartWriter(DICOM, transfer_syntax=uniform.pop() if len(uniform) == 1 else None)
+        parts = self._parts(records, plan.syntaxes)
+        return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+
+    async def _parts(self, records: Sequence[InstanceRecord], syntaxes: Sequence[str]) -> AsyncIterator[Part]:
+        for record, ts in zip(records, syntaxes, strict=True):
+            if ts == "*":
+                ctype = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
+                yield Part(ctype, self.store.read(record.object_key), {"Content-Length": str(record.size)})
+            else:
+                blob = await self._converted(record)
+                yield Part(f"{DICOM}; transfer-syntax={ts}", single(blob), {"Content-Length": str(len(blob))})
+
+    async def _converted(self, record: InstanceRecord) -> bytes:
+        blob = b"".join([c async for c in self.store.read(record.object_key)])
+        return await to_explicit_le_async(blob)
+
+    # ------------------------------------------------------------------ metadata
+
+    async def metadata(self, at: Level, ask: Ask) -> Reply:
+        records = await self.records(at)
+        xml = _metadata_wants_xml(ask.ranges)
+        base = ask.base_url.encode()
+        checks = validators(records, f"metadata|{'xml' if xml else 'json'}|{ask.base_url}")
+        cached = checks.not_modified(ask)
+        if cached is not None:
+            return cached
+        headers = checks.headers()
+        if xml:
+            writer = MultipartWriter(DICOM_XML)
+            body = writer.encode(
+                (DICOM_XML, to_xml(orjson.loads(r.metadata.replace(_PLACEHOLDER, base)))) for r in records
+            )
+            return Reply(media_type=writer.content_type, body=body, headers=headers)
+        total = sum(len(r.metadata) for r in records)
+        if total <= _METADATA_PIECE:
+            body = b"[" + b",".join(r.metadata.replace(_PLACEHOLDER, base) for r in records) + b"]"
+            return Reply(media_type=DICOM_JSON, body=body, headers=headers)
+        return Reply(media_type=DICOM_JSON, body=_json_array(records, base), headers=headers)
+
+
+def _metadata_wants_xml(ranges: list[MediaRange]) -> bool:
+    for r in ranges:
+        if r.multipart and r.part == DICOM_XML:
+            return True
+        if not r.multipart and r.media_type in (DICOM_JSON, "application/json", ANY, "application/*"):
+            return False
+        if r.multipart and r.part in (ANY, "*"):
+            return False
+    raise NotAcceptableError(
+        f'metadata is available as {DICOM_JSON} or multipart/related; type="{DICOM_XML}";'
+        f" Accept asked for {describe(ranges)}"
+    )
+
+
+async def _json_array(records: Sequence[InstanceRecord], base: bytes) -> AsyncIterator[bytes]:
+    piece: list[bytes] = [b"["]
+    size = 1
+    for i, record in enumerate(records):
+        blob = record.metadata.replace(_PLACEHOLDER, base)
+        piece.append(blob if i == 0 else b"," + blob)
+        size += len(blob) + 1
+        if size >= _METADATA_PIECE:
+            yield b"".join(piece)
+            piece, size = [], 0
+    piece.append(b"]")
+    yield b"".join(piece)

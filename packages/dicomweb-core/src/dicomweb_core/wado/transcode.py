@@ -1,0 +1,160 @@
+"""Transfer syntax conversion for retrieve: to Explicit VR Little Endian, only when asked.
+
+Objects are served as stored whenever the client accepts it (``transfer-syntax=*`` or the
+stored syntax): that path never parses anything. Conversion reads one instance into
+memory (never a whole study) and runs in a worker thread:
+
+* Implicit VR Little Endian, Deflated → Explicit VR Little Endian: a re-encode by pydicom.
+* Explicit VR Big Endian → Explicit VR Little Endian: pydicom refuses to change byte order
+  on write, so byte-valued words (OW/OF/OL/OD/OV) are swapped here first; numeric VRs are
+  decoded values and are written little endian by pydicom.
+* Compressed → Explicit VR Little Endian: decompressed by pydicom's pixel decoders
+  (pylibjpeg, openjpeg, ...); when no decoder exists for the syntax, the request gets 406
+  with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID
+
+from ..errors import DicomFormatError, NotAcceptableError
+from .accept import DEFLATED_LE, EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, is_encapsulated
+
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+#: The attributes a pixel decoder needs (PS3.3 C.7.6.3), as DICOM JSON keys.
+PIXEL_MODULE_KEYS = (
+    "00280002",  # SamplesPerPixel
+    "00280004",  # PhotometricInterpretation
+    "00280006",  # PlanarConfiguration
+    "00280008",  # NumberOfFrames
+    "00280010",  # Rows
+    "00280011",  # Columns
+    "00280100",  # BitsAllocated
+    "00280101",  # BitsStored
+    "00280102",  # HighBit
+    "00280103",  # PixelRepresentation
+)
+
+
+def decoder_missing(transfer_syntax: str) -> str | None:
+    """Why pixel data in ``transfer_syntax`` cannot be decoded here, or ``None`` if it can."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(UID(transfer_syntax))
+    except (NotImplementedError, ValueError):
+        return f"no pixel data decoder exists for transfer syntax {transfer_syntax}"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "no plugin available"
+        return f"no decoder plugin installed for transfer syntax {transfer_syntax} ({missing})"
+    return None
+
+
+def conversion_refusal(stored: str, wanted: str) -> str | None:
+    """``None`` if an object stored in ``stored`` can be served in ``wanted``, else why not."""
+    if wanted in ("*", stored):
+        return None
+    if wanted != EXPLICIT_LE:
+        return (
+            f"the object is stored as {stored}; it can be served as stored or as "
+            f"Explicit VR Little Endian ({EXPLICIT_LE}), not as {wanted}"
+        )
+    if stored in (IMPLICIT_LE, EXPLICIT_BE, DEFLATED_LE):
+        return None
+    if is_encapsulated(stored):
+        return decoder_missing(stored)
+    return f"the object's transfer syntax {stored} cannot be converted"
+
+
+def _swap_words(ds: Dataset) -> None:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _swap_words(item)
+        elif elem.VR in _SWAP_WIDTH and isinstance(elem.value, (bytes, bytearray)) and elem.value:
+            width = _SWAP_WIDTH[elem.VR]
+            usable = len(elem.value) // width * width
+            words = np.frombuffer(elem.value, dtype=f">u{width}", count=usable // width)
+            elem.value = words.astype(f"<u{width}").tobytes() + bytes(elem.value[usable:])
+
+
+def to_explicit_le(blob: bytes) -> bytes:
+    """A whole Part-10 object re-encoded as Explicit VR Little Endian (decompressed if needed)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(blob), force=True)
+    except Exception as exc:
+        raise DicomFormatError(f"stored object cannot be parsed for conversion: {exc}") from exc
+    stored = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if stored == EXPLICIT_LE:
+        return blob
+    if is_encapsulated(stored):
+        reason = decoder_missing(stored)
+        if reason:
+            raise NotAcceptableError(reason)
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:
+            raise NotAcceptableError(f"pixel data in {stored} could not be decompressed: {exc}") from exc
+    elif stored == EXPLICIT_BE:
+        _swap_words(ds)
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    return out.getvalue()
+
+
+async def to_explicit_le_async(blob: bytes) -> bytes:
+    return await asyncio.to_thread(to_explicit_le, blob)
+
+
+def pixel_dataset(metadata: dict[str, Any], transfer_syntax: str) -> Dataset:
+    """A minimal data set holding only the Image Pixel module, to decode one frame with."""
+    ds = Dataset.from_json({k: metadata[k] for k in PIXEL_MODULE_KEYS if k in metadata})
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+    ds.set_original_encoding(transfer_syntax == IMPLICIT_LE, transfer_syntax != EXPLICIT_BE)
+    return ds
+
+
+def attach_frame(ds: Dataset, frame: bytes, transfer_syntax: str) -> Dataset:
+    """``ds`` with ``frame`` as its only frame of Pixel Data (encapsulated when compressed)."""
+    ds.NumberOfFrames = 1
+    if is_encapsulated(transfer_syntax):
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+    else:
+        ds.PixelData = frame
+        ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 8)) <= 8 else "OW"
+    return ds
+
+
+def frame_to_explicit_le(metadata: dict[str, Any], frame: bytes, transfer_syntax: str) -> bytes:
+    """One frame's bytes (as stored) to native little-endian pixel bytes."""
+    if not is_encapsulated(transfer_syntax):
+        if transfer_syntax != EXPLICIT_BE:
+            return frame
+        bits = int(metadata.get("00280100", {}).get("Value", [8])[0])
+        width = 1 if bits <= 8 else (bits + 7) // 8
+        if width == 1:
+            return frame
+        words = np.frombuffer(frame, dtype=f">u{width}", count=len(frame) // width)
+        return words.astype(f"<u{width}").tobytes()
+    reason = decoder_missing(transfer_syntax)
+    if reason:
+        raise NotAcceptableError(reason)
+    ds = attach_frame(pixel_dataset(metadata, transfer_syntax), frame, transfer_syntax)
+    try:
+        ds.decompress(generate_instance_uid=False)
+    except Exception as exc:
+        raise NotAcceptableError(f"frame in {transfer_syntax} could not be decompressed: {exc}") from exc
+    return bytes(ds.PixelData)
