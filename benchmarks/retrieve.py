@@ -96,7 +96,7 @@ async def run_frames(ctx: RoundContext) -> None:
 async def run_instances(ctx: RoundContext) -> None:
     """Single-instance retrieve at c=1 and c=8 (different random instances), CPU per instance."""
     slices = sorted((i for i in ctx.stored.values() if i.kind == "slice"), key=lambda i: i.sop)
-    rng = random.Random(ctx.seed)
+    rng = random.Random(ctx.seed * 1000 + ctx.round_no)
     n = min(ctx.sizes.wado_requests, len(slices))
     for concurrency in (1, 8):
         picked = rng.sample(slices, n)

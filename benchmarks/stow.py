@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from functools import partial
 
 import httpx
@@ -16,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from benchmarks.client import (
     ACCEPT_JSON,
     ACCEPT_OCTETS,
+    SOP_INSTANCE_UID,
     STOW_CONTENT_TYPE,
     check_stow,
     multipart_body,
@@ -35,9 +39,26 @@ STOW_CONFIGS = ((1, 1), (1, 10), (8, 1), (8, 10))
 MIB = 1024 * 1024
 
 
-def stow_quarters(slices: Sequence[Instance]) -> list[list[Instance]]:
-    """Slice i goes to configuration i % 4, so every configuration sees every study."""
-    return [list(slices[k :: len(STOW_CONFIGS)]) for k in range(len(STOW_CONFIGS))]
+def stow_parts(slices: Sequence[Instance], rounds: int) -> list[list[Instance]]:
+    """One part per (round, configuration): slice i goes to part i % (4 x rounds).
+
+    Each instance is stored once per server over the whole run, and every part
+    spans every study, so the parts are alike.
+    """
+    n = len(STOW_CONFIGS) * rounds
+    return [list(slices[k::n]) for k in range(n)]
+
+
+def renamed_copy(data: bytes, inst: Instance, round_no: int) -> tuple[bytes, Instance]:
+    """``inst`` under another SOP Instance UID of the same length (a new instance per round)."""
+    if round_no == 0:
+        return data, inst
+    old = inst.sop
+    if not old.rsplit(".", 1)[-1][-4:].isdigit():
+        raise ValueError(f"cannot derive a same-length UID from {old}")
+    new = old[:-3] + f"{(int(old[-3:]) + round_no) % 1000:03d}"
+    copy = data.replace(old.encode(), new.encode())
+    return copy, replace(inst, sop=new, body_sha256=hashlib.sha256(copy[inst.body_offset :]).hexdigest())
 
 
 async def post_batches(
@@ -60,15 +81,17 @@ async def post_batches(
 
 
 async def run_stow(ctx: RoundContext) -> None:
-    """Throughput per configuration, then the test files (stored, checked, not timed)."""
-    for (concurrency, per_request), part in zip(STOW_CONFIGS, stow_quarters(ctx.data.slices), strict=True):
+    """Throughput per configuration on this round's parts; the test files in round 0 (not timed)."""
+    parts = stow_parts(ctx.data.slices, ctx.rounds)[len(STOW_CONFIGS) * ctx.round_no :]
+    for (concurrency, per_request), part in zip(STOW_CONFIGS, parts, strict=False):
         key = f"stow_c{concurrency}_x{per_request}"
         batches = [part[k : k + per_request] for k in range(0, len(part), per_request)]
         wall, cpu = await post_batches(ctx, batches, concurrency, key)
         ctx.record(f"{key}_inst_s", len(part) / wall)
         ctx.record(f"{key}_mb_s", sum(i.size for i in part) / wall / 1e6)
         ctx.record(f"{key}_cpu_ms", cpu * 1000 / len(part))
-    await store_testfiles(ctx)
+    if ctx.round_no == 0:
+        await store_testfiles(ctx)
 
 
 async def store_testfiles(ctx: RoundContext) -> None:
@@ -133,9 +156,10 @@ class _PeakSampler:
 
 
 async def run_big(ctx: RoundContext) -> None:
-    """The ~105 MB multi-frame instance and the streamed multi-GiB one: time and RSS growth."""
-    mf = ctx.data.multiframe
-    body = multipart_body([ctx.data.read(mf)])
+    """The ~105 MB multi-frame instance (a new copy each round) and the streamed multi-GiB one."""
+    data, mf = renamed_copy(ctx.data.read(ctx.data.multiframe), ctx.data.multiframe, ctx.round_no)
+    body = multipart_body([data])
+    del data
     headers = {"Content-Type": STOW_CONTENT_TYPE, "Accept": ACCEPT_JSON}
     async with new_client(1) as client:
         with _PeakSampler(ctx.probe) as peak:
@@ -147,6 +171,8 @@ async def run_big(ctx: RoundContext) -> None:
             ctx.stored[mf.sop] = mf
         ctx.record("big_mf_s", elapsed)
         ctx.record("big_mf_rss_mib", peak.growth / MIB)
+        if ctx.round_no >= ctx.sizes.stream_rounds:
+            return
 
         stream = StreamedInstance(ctx.sizes.stream_bytes, ctx.seed)
         headers = {**headers, "Content-Length": str(stream.content_length)}
@@ -155,13 +181,15 @@ async def run_big(ctx: RoundContext) -> None:
             r = await client.post(ctx.server.stow_url, content=stream.body(), headers=headers)
             elapsed = time.perf_counter() - start
         ok = check_stow(ctx.checks_for("big_stream"), r, [stream.instance])
-        if ok:
-            ctx.stored[stream.instance.sop] = stream.instance
         ctx.record("big_stream_s", elapsed)
         ctx.record("big_stream_rss_mib", peak.growth / MIB)
         if ok:
-            # The last frame is the one most likely to be wrong (an offset overflow, a short write).
-            await check_stream_frame(ctx, client, stream)
+            ctx.stored[stream.instance.sop] = stream.instance
+            if ctx.sizes.stream_frame_check:
+                # The last frame is the one most likely to be wrong (an offset overflow, a short write).
+                await check_stream_frame(ctx, client, stream)
+            else:
+                await check_stream_listed(ctx, client, stream)
 
 
 async def check_stream_frame(ctx: RoundContext, client: httpx.AsyncClient, stream: StreamedInstance) -> None:
@@ -176,6 +204,23 @@ async def check_stream_frame(ctx: RoundContext, client: httpx.AsyncClient, strea
     parts = split_multipart(r.headers.get("content-type", ""), r.content) if r.status_code == 200 else []
     ctx.checks_for("big_stream").expect(
         parts == [stream.frame(stream.frames)], f"last frame of the streamed instance: HTTP {r.status_code}"
+    )
+
+
+async def check_stream_listed(ctx: RoundContext, client: httpx.AsyncClient, stream: StreamedInstance) -> None:
+    inst = stream.instance
+    r = await client.get(
+        f"{ctx.server.base_url}/studies/{inst.study}/series/{inst.series}/instances",
+        headers={"Accept": ACCEPT_JSON},
+    )
+    try:
+        listed = (
+            [d[SOP_INSTANCE_UID]["Value"][0] for d in json.loads(r.content)] if r.status_code == 200 else []
+        )
+    except (ValueError, KeyError, IndexError, TypeError):
+        listed = []
+    ctx.checks_for("big_stream").expect(
+        listed == [inst.sop], f"streamed instance listed: HTTP {r.status_code}"
     )
 
 
