@@ -285,3 +285,42 @@ def test_good_catalog_urls() -> None:
     pg = open_catalog("postgres://u@h:5433/db")
     assert type(pg).__name__ == "PostgresCatalog"
     assert pg.dsn == "postgresql://u@h:5433/db"  # type: ignore[attr-defined]
+
+
+async def test_an_older_schema_is_migrated_on_open(tmp_path: Any) -> None:
+    import sqlite3
+
+    from dicomweb_core.catalog.schema import CREATE_VERSION_TABLE, SCHEMA_VERSION, migrations
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(CREATE_VERSION_TABLE)
+    for stmt in migrations("sqlite")[0]:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.commit()
+    conn.close()
+    cat = open_catalog(f"sqlite:///{path}")
+    await cat.open()
+    await cat.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "studies_pn_middle" in indexes
+    conn.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    cat = open_catalog(f"sqlite:///{path}")
+    await cat.open()
+    await cat.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version VALUES (999)")
+    conn.commit()
+    conn.close()
+    cat = open_catalog(f"sqlite:///{path}")
+    with pytest.raises(CatalogError, match="newer"):
+        await cat.open()

@@ -233,7 +233,7 @@ class PostgresCatalog:
     ) -> InstanceRecord | None:
         where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
         async with self._read() as cur:
-            await cur.execute(_S.select_records(where), params)
+            await cur.execute(_S.select_records(where), params, binary=True)
             row = await cur.fetchone()
         return record_from_row(row) if row is not None else None
 
@@ -241,7 +241,7 @@ class PostgresCatalog:
         where, params = instance_filter("%s", study_uid, series_uid, None)
         sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
         async with self._read() as cur:
-            await cur.execute(sql, params)
+            await cur.execute(sql, params, binary=True)
             rows = await cur.fetchall()
         return [record_from_row(r) for r in rows]
 
@@ -251,7 +251,9 @@ class PostgresCatalog:
         plan = qidosql.plan(query, "postgres")
         extra: dict[str, bytes] = {}
         async with self._read() as cur:
-            await cur.execute(plan.sql, plan.params)
+            # Binary results: bytea arrives as raw bytes instead of hex text to decode. Not
+            # prepared: a generic plan cannot use an index for a LIKE prefix given as a parameter.
+            await cur.execute(plan.sql, plan.params, prepare=False, binary=True)
             rows = await cur.fetchall()
             if plan.needs_metadata and rows:
                 col = plan.level_key_column
@@ -259,6 +261,7 @@ class PostgresCatalog:
                     f"SELECT k, (SELECT metadata FROM instances WHERE {col} = k LIMIT 1)"
                     " FROM unnest(%s::text[]) AS k",
                     ([r[0] for r in rows],),
+                    binary=True,
                 )
                 extra = {k: bytes(m) for k, m in await cur.fetchall() if m is not None}
         return qidosql.results(query, rows, extra, base_url)

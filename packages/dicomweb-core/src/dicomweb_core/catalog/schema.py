@@ -120,8 +120,17 @@ _V1 = [
     "CREATE INDEX outbox_pending ON outbox (created) WHERE sent IS NULL",
 ]
 
+# Fuzzy person-name matching ORs prefix conditions over the three components; without an
+# index on the middle name that OR falls back to a full scan of ``studies``.
+_V2 = [
+    "CREATE INDEX studies_pn_middle ON studies (pn_middle)",
+    "CREATE INDEX studies_rp_family ON studies (rp_family)",
+    "CREATE INDEX studies_rp_given ON studies (rp_given)",
+    "CREATE INDEX studies_rp_middle ON studies (rp_middle)",
+]
+
 #: Ordered migrations; the schema version after applying ``MIGRATIONS[:n]`` is ``n``.
-_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1),)
+_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2))
 
 
 def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:

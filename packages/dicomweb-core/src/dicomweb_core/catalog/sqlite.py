@@ -87,7 +87,11 @@ class SQLiteCatalog:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=OFF")
         self._conn = conn
-        self._migrate_sync()
+        try:
+            self._migrate_sync()
+        except BaseException:
+            self._close_sync()
+            raise
 
     def _migrate_sync(self) -> None:
         c = self._c
