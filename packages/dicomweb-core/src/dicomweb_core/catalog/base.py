@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,10 @@ class OutboxEvent:
     source: str
     body: bytes
     attempts: int = 0
+
+
+#: Builds the study-level event from the study UID and the study's DICOM JSON attributes.
+QuietEventFactory = Callable[[str, bytes], OutboxEvent]
 
 
 class Catalog(Protocol):
@@ -76,3 +80,20 @@ class Catalog(Protocol):
     async def mark_events_sent(self, ids: Sequence[str]) -> None: ...
 
     async def record_event_attempt(self, event_id: str) -> None: ...
+
+    async def claim_events(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxEvent]:
+        """Pending events that no other dispatcher holds, leased to the caller for
+        ``lease_seconds`` (replicas skip leased rows; a crashed holder's lease runs out)."""
+        ...
+
+    async def release_events(self, ids: Sequence[str]) -> None:
+        """Give up the lease of claimed events that were not sent (retried later, by anyone)."""
+        ...
+
+    async def enqueue_quiet_studies(
+        self, quiet_before: float, make_event: QuietEventFactory, limit: int = 100
+    ) -> int:
+        """For each study last updated before ``quiet_before`` whose current revision has no
+        study-level event yet, enqueue ``make_event(study_uid, study_attrs_json)`` and mark
+        the revision covered, in one transaction. Returns how many were enqueued."""
+        ...

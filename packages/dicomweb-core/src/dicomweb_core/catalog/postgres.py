@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import OutboxEvent
+from .base import OutboxEvent, QuietEventFactory
 from .rows import RECORD_COLUMNS, instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
@@ -283,3 +283,44 @@ class PostgresCatalog:
     async def record_event_attempt(self, event_id: str) -> None:
         async with self._tx() as cur:
             await cur.execute(_S.record_attempt, (event_id,))
+
+    async def claim_events(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxEvent]:
+        now = time.time()
+        async with self._tx() as cur:
+            # SKIP LOCKED: concurrent claimers (other replicas) take disjoint batches.
+            await cur.execute(_CLAIM_EVENTS, (now + lease_seconds, now, limit))
+            rows = sorted(await cur.fetchall(), key=lambda r: (r[5], r[0]))
+        return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
+
+    async def release_events(self, ids: Sequence[str]) -> None:
+        if ids:
+            async with self._tx() as cur:
+                await cur.execute("UPDATE outbox SET lease_until = NULL WHERE id = ANY(%s)", (list(ids),))
+
+    async def enqueue_quiet_studies(
+        self, quiet_before: float, make_event: QuietEventFactory, limit: int = 100
+    ) -> int:
+        async with self._tx() as cur:
+            # A study being written is locked by its writer: skipped now, seen next round
+            # (its ``updated`` moves on anyway).
+            await cur.execute(_QUIET_STUDIES, (quiet_before, limit))
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            events = [make_event(r[0], bytes(r[1])) for r in rows]
+            await self._enqueue(cur, events, time.time())
+            await cur.execute(
+                "UPDATE studies SET quiet_sent = updated WHERE study_uid = ANY(%s)", ([r[0] for r in rows],)
+            )
+        return len(rows)
+
+
+_CLAIM_EVENTS = (
+    "UPDATE outbox SET lease_until = %s WHERE id IN (SELECT id FROM outbox WHERE sent IS NULL"
+    " AND (lease_until IS NULL OR lease_until < %s) ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, type, source, body, attempts, created"
+)
+_QUIET_STUDIES = (
+    "SELECT study_uid, attrs FROM studies WHERE updated <= %s"
+    " AND (quiet_sent IS NULL OR quiet_sent < updated) ORDER BY updated LIMIT %s FOR UPDATE SKIP LOCKED"
+)

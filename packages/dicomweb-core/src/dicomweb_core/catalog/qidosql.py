@@ -174,16 +174,23 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
         where.append(
             f"{key_col} IN (SELECT x.{_KEY[level]} FROM {_TABLE[sub_level]} x WHERE {' AND '.join(conds)})"
         )
-    sql = f"SELECT {_SELECT[level]} FROM {_FROM[level]}"
+    # Deferred join: the page is chosen on narrow rows (keys and sort columns, often an
+    # index-only scan), then only its rows are joined to fetch the wide ``attrs`` blobs. A
+    # deep ``offset`` then skips index entries, not sorted copies of whole rows.
+    page = f"SELECT {key_col} AS k FROM {_FROM[level]}"
     if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {_ORDER[level]}"
+        page += " WHERE " + " AND ".join(where)
+    page += f" ORDER BY {_ORDER[level]}"
     if query.limit is not None:
-        sql += f" LIMIT {b.p(query.limit)}"
+        page += f" LIMIT {b.p(query.limit)}"
     elif query.offset and dialect == "sqlite":
-        sql += " LIMIT -1"
+        page += " LIMIT -1"
     if query.offset:
-        sql += f" OFFSET {b.p(query.offset)}"
+        page += f" OFFSET {b.p(query.offset)}"
+    sql = (
+        f"SELECT {_SELECT[level]} FROM {_FROM[level]} JOIN ({page}) page ON page.k = {key_col}"
+        f" ORDER BY {_ORDER[level]}"
+    )
     wanted = set(query.includefields) - _COVERED[level] - _COMPUTED
     needs = bool(wanted) or (query.include_all and level == "instance")
     return Plan(sql, b.params, needs, _KEY[level])

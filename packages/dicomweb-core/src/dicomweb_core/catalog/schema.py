@@ -129,8 +129,17 @@ _V2 = [
     "CREATE INDEX studies_rp_middle ON studies (rp_middle)",
 ]
 
+# Outbox leases (replicas claim events without sending the same one twice at once) and
+# quiet-study tracking (``quiet_sent`` is the ``updated`` value the last study-level event
+# covered; a newer ``updated`` means the study changed since).
+_V3 = [
+    "ALTER TABLE outbox ADD COLUMN lease_until {real}",
+    "ALTER TABLE studies ADD COLUMN quiet_sent {real}",
+    "CREATE INDEX studies_quiet ON studies (updated) WHERE quiet_sent IS NULL OR quiet_sent < updated",
+]
+
 #: Ordered migrations; the schema version after applying ``MIGRATIONS[:n]`` is ``n``.
-_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2))
+_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2), tuple(_V3))
 
 
 def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import OutboxEvent
+from .base import OutboxEvent, QuietEventFactory
 from .rows import instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
@@ -288,3 +288,49 @@ class SQLiteCatalog:
     @_wrap_errors
     def _executemany_tx(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         self._transaction(lambda c: c.executemany(sql, params))
+
+    async def claim_events(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxEvent]:
+        rows = await self._run(self._claim_sync, limit, lease_seconds)
+        return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
+
+    @_wrap_errors
+    def _claim_sync(self, limit: int, lease_seconds: float) -> list[tuple[Any, ...]]:
+        # BEGIN IMMEDIATE serialises claimers (other processes on the same file included).
+        now = time.time()
+
+        def body(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return c.execute(_CLAIM_EVENTS, (now + lease_seconds, now, limit)).fetchall()
+
+        return sorted(self._transaction(body), key=lambda r: (r[5], r[0]))
+
+    async def release_events(self, ids: Sequence[str]) -> None:
+        sql = "UPDATE outbox SET lease_until = NULL WHERE id = ?"
+        await self._run(self._executemany_tx, sql, [(i,) for i in ids])
+
+    async def enqueue_quiet_studies(
+        self, quiet_before: float, make_event: QuietEventFactory, limit: int = 100
+    ) -> int:
+        return await self._run(self._quiet_sync, quiet_before, make_event, limit)
+
+    @_wrap_errors
+    def _quiet_sync(self, quiet_before: float, make_event: QuietEventFactory, limit: int) -> int:
+        def body(c: sqlite3.Connection) -> int:
+            rows = c.execute(_QUIET_STUDIES, (quiet_before, limit)).fetchall()
+            events = [make_event(r[0], bytes(r[1])) for r in rows]
+            self._enqueue(c, events, time.time())
+            mark = "UPDATE studies SET quiet_sent = updated WHERE study_uid = ?"
+            c.executemany(mark, [(r[0],) for r in rows])
+            return len(rows)
+
+        return self._transaction(body)
+
+
+_CLAIM_EVENTS = (
+    "UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE sent IS NULL"
+    " AND (lease_until IS NULL OR lease_until < ?) ORDER BY created, id LIMIT ?)"
+    " RETURNING id, type, source, body, attempts, created"
+)
+_QUIET_STUDIES = (
+    "SELECT study_uid, attrs FROM studies WHERE updated <= ?"
+    " AND (quiet_sent IS NULL OR quiet_sent < updated) ORDER BY updated LIMIT ?"
+)
