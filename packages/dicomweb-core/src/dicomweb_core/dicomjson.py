@@ -8,11 +8,15 @@ with one ``bytes.replace`` when it serves the metadata.
 
 from __future__ import annotations
 
+import base64
+import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.tag import Tag
 
 from .models import PixelDataInfo
@@ -21,7 +25,7 @@ BASE_PLACEHOLDER = "@@BASE@@"
 #: Binary values longer than this are served as bulk data rather than inlined.
 BULK_DATA_THRESHOLD = 1024
 
-_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_AMBIGUOUS_VRS = frozenset({"US or SS", "OB or OW", "US or SS or OW", "US or OW"})
 
 
 def instance_path(study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
@@ -30,6 +34,128 @@ def instance_path(study_uid: str, series_uid: str, sop_instance_uid: str) -> str
 
 def bulkdata_uri(study_uid: str, series_uid: str, sop_instance_uid: str, tag: int) -> str:
     return f"{BASE_PLACEHOLDER}{instance_path(study_uid, series_uid, sop_instance_uid)}/bulkdata/{tag:08X}"
+
+
+class _Unsupported(Exception):
+    """A value the fast path does not handle; the caller falls back to pydicom."""
+
+
+_BIN_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})  # one value, backslash is not a delimiter
+_STR_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
+_NUM_FMT = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
+_ENCODINGS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+#: pydicom's rule: base64 grows by 4/3, so raw values above this many bytes become bulk data.
+_BULK_RAW = (BULK_DATA_THRESHOLD // 4) * 3
+
+
+def _charset(ds: Dataset) -> str:
+    raw = ds._dict.get(0x00080005)
+    if raw is None:
+        return "latin-1"
+    value = raw.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").strip(" \x00")
+    elif not isinstance(value, str):
+        raise _Unsupported("multi-valued SpecificCharacterSet")
+    encoding = _ENCODINGS.get(value.strip())
+    if encoding is None:
+        raise _Unsupported(f"character set {value!r}")
+    return encoding
+
+
+def _fast_dataset(ds: Dataset, bulk: Callable[[int], str], encoding: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag, elem in ds._dict.items():
+        tag = int(tag)
+        if tag >> 16 == 0x0002:
+            continue  # file meta is not part of the data set
+        try:
+            out[f"{tag:08X}"] = _fast_element(tag, elem, bulk, encoding)
+        except _Unsupported:
+            # This element only: let pydicom convert it (ambiguous VRs, odd values, ...).
+            converted = ds[tag]
+            out[f"{tag:08X}"] = converted.to_json_dict(lambda e: bulk(int(e.tag)), BULK_DATA_THRESHOLD)
+    return out
+
+
+def _fast_element(tag: int, elem: Any, bulk: Callable[[int], str], encoding: str) -> dict[str, Any]:
+    vr = elem.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)  # implicit VR: the dictionary's, when it is unambiguous
+        except KeyError:
+            raise _Unsupported("implicit VR of an unknown tag") from None
+    if vr in _AMBIGUOUS_VRS or (vr == "UN" and tag in DicomDictionary):
+        # Ambiguous VRs, and UN for a known tag (pydicom recovers the real VR): pydicom's job.
+        raise _Unsupported("ambiguous VR")
+    value = elem.value
+    if vr == "SQ":
+        if isinstance(value, bytes):
+            raise _Unsupported("raw sequence")
+        return {"vr": vr, "Value": [_fast_dataset(item, bulk, encoding) for item in value]}
+    if not isinstance(value, (bytes, bytearray)):
+        raise _Unsupported("converted element")
+    if not value:
+        return {"vr": vr}
+    if vr in _BIN_VRS:
+        if len(value) > _BULK_RAW:
+            return {"vr": vr, "BulkDataURI": bulk(tag)}
+        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
+    little = elem.is_little_endian
+    if vr in _NUM_FMT:
+        fmt = _NUM_FMT[vr]
+        size = struct.calcsize(fmt)
+        if len(value) % size:
+            raise _Unsupported("odd binary number length")
+        return {"vr": vr, "Value": list(struct.unpack(f"{'<' if little else '>'}{len(value) // size}{fmt}", value))}
+    if vr == "AT":
+        words = struct.unpack(f"{'<' if little else '>'}{len(value) // 2}H", value[: len(value) // 4 * 4])
+        return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
+    text = value.decode(encoding)
+    if vr in _TEXT_VRS:
+        text = text.rstrip(" \x00")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    parts = text.split("\\")
+    if vr == "PN":
+        values: list[Any] = []
+        for part in parts:
+            part = part.rstrip(" \x00")
+            if not part:
+                values.append(None)
+                continue
+            groups = part.split("=")
+            pn = {"Alphabetic": groups[0]}
+            if len(groups) > 1:
+                pn["Ideographic"] = groups[1]
+            if len(groups) > 2:
+                pn["Phonetic"] = groups[2]
+            values.append(pn)
+        return {"vr": vr, "Value": values} if any(v is not None for v in values) else {"vr": vr}
+    if vr in ("IS", "DS"):
+        nums: list[Any] = []
+        for part in parts:
+            part = part.strip(" \x00")
+            if not part:
+                nums.append(None)
+                continue
+            try:
+                nums.append(int(part) if vr == "IS" else _ds_number(part))
+            except ValueError:
+                raise _Unsupported("bad number") from None
+        return {"vr": vr, "Value": nums} if any(v is not None for v in nums) else {"vr": vr}
+    if vr in _STR_VRS:
+        strs: list[Any] = [p.strip(" \x00") if vr != "UI" else p.rstrip(" \x00") for p in parts]
+        strs = [p if p else None for p in strs]
+        return {"vr": vr, "Value": strs} if any(v is not None for v in strs) else {"vr": vr}
+    raise _Unsupported(f"VR {vr}")
+
+
+def _ds_number(text: str) -> float | int:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
 def to_dicom_json(
@@ -46,12 +172,16 @@ def to_dicom_json(
         return bulkdata_uri(study_uid, series_uid, sop_instance_uid, int(elem.tag))
 
     try:
-        out: dict[str, Any] = ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler)
+        # The fast path reads pydicom's raw (not yet converted) elements directly: several
+        # times faster than converting every element; anything unusual falls back.
+        out: dict[str, Any] = _fast_dataset(
+            ds, lambda tag: bulkdata_uri(study_uid, series_uid, sop_instance_uid, tag), _charset(ds)
+        )
     except Exception:
-        # A malformed value in one element must not sink the instance: drop the bad
-        # elements (pydicom logs them) rather than refuse an object that parsed.
-        out = ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler, suppress_invalid_tags=True)
+        # Unusual character sets, malformed values: pydicom's converter decides.
+        out = _pydicom_json(ds, bulk_handler)
     if pixel_data is not None:
+
         vr = "OB" if pixel_data.encapsulated or ds.get("BitsAllocated", 16) <= 8 else "OW"
         if pixel_data.tag != 0x7FE00010:
             vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_data.tag, vr)
@@ -60,6 +190,15 @@ def to_dicom_json(
             "BulkDataURI": bulkdata_uri(study_uid, series_uid, sop_instance_uid, pixel_data.tag),
         }
     return out
+
+
+def _pydicom_json(ds: Dataset, bulk_handler: Callable[[DataElement], str]) -> dict[str, Any]:
+    try:
+        return dict(ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler))
+    except Exception:
+        # A malformed value in one element must not sink the instance: drop the bad
+        # elements (pydicom logs them) rather than refuse an object that parsed.
+        return dict(ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler, suppress_invalid_tags=True))
 
 
 def dumps(obj: Any) -> bytes:

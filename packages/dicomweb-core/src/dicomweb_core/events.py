@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import orjson
-from pydicom.dataset import Dataset
 
 from .catalog.base import OutboxEvent
 from .errors import EventDeliveryError
@@ -26,6 +25,7 @@ IMAGE_DELETED = "ImageDeletedEvent"
 STUDY_QUIET = "StudyRevisionEvent"
 
 _NO_VALUE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_PIXEL_TAGS = frozenset({"7FE00010", "7FE00008", "7FE00009"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +36,35 @@ class StoreInfo:
     wado_external_endpoint: str
 
 
-def _element_value(elem: Any) -> str | None:
-    if elem.VR in _NO_VALUE_VRS or elem.value is None or elem.value == "":
+def _json_value(elem: dict[str, Any]) -> str | None:
+    """A DICOM JSON element's value as one string, as dcm4che's ``getString`` gives it:
+    multi-values joined by backslash; none for sequences and binary values."""
+    if elem.get("vr") in _NO_VALUE_VRS:
         return None
-    value = elem.value
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    if isinstance(value, bytes):
+    values = elem.get("Value")
+    if not values:
         return None
-    return str(value)
+    out = []
+    for v in values:
+        if v is None:
+            out.append("")
+        elif isinstance(v, dict):  # person name
+            out.append("=".join(v.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")).rstrip("="))
+        else:
+            out.append(str(v))
+    return "\\".join(out)
 
 
-def image_event_body(ds: Dataset, *, transfer_syntax_uid: str, object_name: str, store: StoreInfo) -> bytes:
-    """The Alvearie ``ImageStoredEvent`` JSON: every top-level attribute as ``{group, element, vr, value}``."""
-    elements = []
-    for elem in ds:
-        tag = int(elem.tag)
-        elements.append(
-            {
-                "group": f"{tag >> 16:04X}",
-                "element": f"{tag & 0xFFFF:04X}",
-                "vr": str(elem.VR),
-                "value": _element_value(elem),
-            }
-        )
+def image_event_body(
+    metadata: dict[str, Any], *, transfer_syntax_uid: str, object_name: str, store: StoreInfo
+) -> bytes:
+    """The Alvearie ``ImageStoredEvent`` JSON: every top-level attribute of the instance's
+    DICOM JSON (pixel data excluded) as ``{group, element, vr, value}``."""
+    elements = [
+        {"group": tag[:4], "element": tag[4:], "vr": elem.get("vr"), "value": _json_value(elem)}
+        for tag, elem in sorted(metadata.items())
+        if tag not in _PIXEL_TAGS
+    ]
     body = {
         "image": {"transferSyntaxUID": transfer_syntax_uid, "elements": elements},
         "store": {
@@ -127,3 +132,21 @@ class EventSender:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def study_event_body(study_uid: str, attributes: bytes, *, store: StoreInfo) -> bytes:
+    """The study-level event sent once a study has been quiet: the study's UID and its
+    study-level DICOM JSON attributes (as QIDO returns them), and where to retrieve it."""
+    body = {
+        "study": {
+            "studyInstanceUID": study_uid,
+            "attributes": orjson.loads(attributes) if attributes else {},
+        },
+        "store": {
+            "provider": store.provider,
+            "bucketName": store.bucket_name,
+            "wadoInternalEndpoint": store.wado_internal_endpoint,
+            "wadoExternalEndpoint": store.wado_external_endpoint,
+        },
+    }
+    return orjson.dumps(body)

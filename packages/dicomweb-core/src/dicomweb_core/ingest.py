@@ -14,6 +14,7 @@ acknowledged store had already put under the same key).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,11 +26,18 @@ from pydicom.uid import UID
 
 from .catalog.base import Catalog, OutboxEvent
 from .dicomjson import dumps, to_dicom_json
-from .errors import DicomFormatError, DicomwebError, MultipartError, PayloadTooLargeError, StoreError
-from .events import IMAGE_STORED, StoreInfo, image_event_body, new_event
+from .errors import (
+    DicomFormatError,
+    DicomwebError,
+    EventDeliveryError,
+    MultipartError,
+    PayloadTooLargeError,
+    StoreError,
+)
+from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
-from .scanner import DicomHeaderScanner
+from .scanner import DicomHeaderScanner, ScanResult
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key
 from .uids import is_valid_uid
 
@@ -82,6 +90,8 @@ class IngestOptions:
     emit_events: bool
     event_source: str
     store_info: StoreInfo
+    #: Set when the catalog has no outbox: events are sent before the answer (see ``_commit``).
+    sender: EventSender | None = None
 
 
 class PartIngest:
@@ -169,35 +179,50 @@ class PartIngest:
             await self._fail(PartFailure(PROCESSING_FAILURE, exc.reason, *self._uids_for_failure()))
             raise self._failure from exc  # type: ignore[misc]
         self._writer = None
-        study, series, sop, sop_class = self._ids
-        ds = result.dataset
-        metadata = to_dicom_json(
-            ds, study_uid=study, series_uid=series, sop_instance_uid=sop, pixel_data=result.pixel_data
-        )
-        record = InstanceRecord(
-            study_uid=study,
-            series_uid=series,
-            sop_instance_uid=sop,
-            sop_class_uid=sop_class,
-            transfer_syntax_uid=result.transfer_syntax_uid,
-            object_key=stored.key,
-            size=stored.size,
-            metadata=dumps(metadata),
-            pixel_data=shift_pixel_data(result.pixel_data, self._prefix) if result.pixel_data else None,
-            instance_number=_int_or_none(ds.get("InstanceNumber")),
-            etag=stored.etag,
-            created=time.time(),
-        )
+        record, metadata = instance_record(result, self._ids, stored, self._prefix)
         events = []
         if self._options.emit_events:
             body = image_event_body(
-                ds,
+                metadata,
                 transfer_syntax_uid=result.transfer_syntax_uid,
                 object_name=stored.key,
                 store=self._options.store_info,
             )
             events.append(new_event(IMAGE_STORED, self._options.event_source, body))
         return StoredPart(record=record, events=events, stored=stored)
+
+
+def instance_record(
+    result: ScanResult, ids: tuple[str, str, str, str], stored: StoredObject, prefix: int = 0
+) -> tuple[InstanceRecord, dict[str, Any]]:
+    """The catalog record of a scanned, stored object (and its DICOM JSON metadata).
+    ``prefix``: bytes put in front of the received ones when storing (offsets move by it)."""
+    study, series, sop, sop_class = ids
+    ds = result.dataset
+    metadata = to_dicom_json(
+        ds, study_uid=study, series_uid=series, sop_instance_uid=sop, pixel_data=result.pixel_data
+    )
+    record = InstanceRecord(
+        study_uid=study,
+        series_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=result.transfer_syntax_uid,
+        object_key=stored.key,
+        size=stored.size,
+        metadata=dumps(metadata),
+        pixel_data=shift_pixel_data(result.pixel_data, prefix) if result.pixel_data else None,
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        etag=stored.etag,
+        created=time.time(),
+    )
+    return record, metadata
+
+
+def identify(ds: Dataset, study_uid: str | None = None) -> tuple[str, str, str, str]:
+    """Validated (study, series, sop instance, sop class) UIDs of a data set; raises
+    :class:`PartFailure` naming the bad one."""
+    return _identify(ds, study_uid)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -291,6 +316,8 @@ class StowPipeline:
 
     async def _commit(self, outcome: StowOutcome) -> None:
         """All rows and events of the request in one catalog transaction (one fsync)."""
+        if self.options.sender is not None:
+            await self._send_events(outcome, self.options.sender)
         if not outcome.stored:
             return
         records = [p.record for p in outcome.stored]
@@ -311,6 +338,40 @@ class StowPipeline:
         for old_key, stored in zip(previous, outcome.stored, strict=True):
             if old_key is not None and old_key != stored.record.object_key:
                 await self.store.delete(old_key)
+
+    async def _send_events(self, outcome: StowOutcome, sender: EventSender) -> None:
+        """No outbox: deliver each part's events now (with retries); a part whose events the
+        broker did not accept fails, and its object goes, so nothing is acknowledged that
+        the rest of the system will never hear of."""
+        if not any(p.events for p in outcome.stored):
+            return
+        results = await asyncio.gather(
+            *(self._send_part_events(p, sender) for p in outcome.stored), return_exceptions=True
+        )
+        kept: list[StoredPart] = []
+        for stored, error in zip(outcome.stored, results, strict=True):
+            if error is None:
+                stored.events = []  # delivered: nothing left for an outbox
+                kept.append(stored)
+                continue
+            if not isinstance(error, EventDeliveryError):
+                raise error
+            await self._remove_unacknowledged(stored)
+            rec = stored.record
+            outcome.failed.append(
+                PartFailure(
+                    PROCESSING_FAILURE,
+                    f"event not delivered: {error.reason}",
+                    rec.sop_class_uid,
+                    rec.sop_instance_uid,
+                )
+            )
+        outcome.stored = kept
+
+    @staticmethod
+    async def _send_part_events(stored: StoredPart, sender: EventSender) -> None:
+        for event in stored.events:
+            await sender.send(event)
 
     async def _rollback(self, outcome: StowOutcome) -> None:
         for stored in outcome.stored:

@@ -39,16 +39,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FileObjectWriter:
+    """Buffers up to 1 MiB before touching the disk, so a small instance costs one trip to a
+    worker thread (create, write, fsync, rename, fsync dir), a large one a trip per MiB."""
+
     def __init__(self, root: Path, key: str) -> None:
         self._key = key
         self._final = root / key
-        self._final.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self._final.parent / f"{_TMP_PREFIX}{os.urandom(8).hex()}"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = -1
         self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
         self._size = 0
-        self._closed = False
+        self._created = False
 
     async def write(self, data: bytes | memoryview) -> None:
         n = len(data)
@@ -58,40 +60,49 @@ class FileObjectWriter:
         self._pending_size += n
         self._size += n
         if self._pending_size >= _WRITE_BUFFER or len(self._pending) >= 256:
-            await self._flush()
+            chunks, self._pending, self._pending_size = self._pending, [], 0
+            try:
+                await asyncio.to_thread(self._write_sync, chunks)
+            except OSError as exc:
+                await self.abort()
+                raise StoreError(f"cannot write object: {exc.strerror or exc}") from exc
 
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        chunks, self._pending, self._pending_size = self._pending, [], 0
-        try:
-            await asyncio.to_thread(_write_chunks, self._fd, chunks)
-        except OSError as exc:
-            await self.abort()
-            raise StoreError(f"cannot write object: {exc.strerror or exc}") from exc
+    def _write_sync(self, chunks: list[bytes | memoryview]) -> None:
+        if self._fd < 0:
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._created = True
+        _write_chunks(self._fd, chunks)
 
     async def commit(self) -> StoredObject:
-        await self._flush()
+        chunks, self._pending, self._pending_size = self._pending, [], 0
         try:
-            await asyncio.to_thread(self._commit_sync)
+            etag = await asyncio.to_thread(self._commit_sync, chunks)
         except OSError as exc:
             await self.abort()
             raise StoreError(f"cannot commit object: {exc.strerror or exc}") from exc
-        return StoredObject(key=self._key, size=self._size, etag=_etag(self._final))
+        return StoredObject(key=self._key, size=self._size, etag=etag)
 
-    def _commit_sync(self) -> None:
+    def _commit_sync(self, chunks: list[bytes | memoryview]) -> str:
+        self._write_sync(chunks)
         os.fsync(self._fd)
         os.close(self._fd)
-        self._closed = True
+        self._fd = -1
         os.replace(self._tmp, self._final)
+        self._created = False
         _fsync_dir(self._final.parent)
+        return _etag(self._final)
 
     async def abort(self) -> None:
         self._pending = []
-        if not self._closed:
-            self._closed = True
+        if self._created:
+            await asyncio.to_thread(self._abort_sync)
+
+    def _abort_sync(self) -> None:
+        if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+            self._fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
 
@@ -123,11 +134,7 @@ class FileObjectStore:
         self.bucket_name = self.root.name
 
     async def open_writer(self, key: str) -> FileObjectWriter:
-        _safe_key(key)
-        try:
-            return await asyncio.to_thread(FileObjectWriter, self.root, key)
-        except OSError as exc:
-            raise StoreError(f"cannot create object: {exc.strerror or exc}") from exc
+        return FileObjectWriter(self.root, _safe_key(key))
 
     def _path(self, key: str) -> Path:
         return self.root / _safe_key(key)
