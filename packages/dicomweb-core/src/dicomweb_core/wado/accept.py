@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from ..errors import NotAcceptableError
 from ..multipart import parse_content_type
 
 MULTIPART = "multipart/related"
@@ -137,10 +136,10 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     ranges: list[tuple[float, int, MediaRange]] = []
     for index, item in enumerate(_split_top_level(header)):
         media_type, params = parse_content_type(item)
-        if "/" not in media_type:
-            media_type = ANY if media_type == "*" else media_type
-            if media_type != ANY:
-                continue
+        if media_type == "*":  # seen in the wild for */*
+            media_type = ANY
+        elif "/" not in media_type:
+            continue
         q = _q(params)
         if q <= 0:
             continue
@@ -170,16 +169,3 @@ def describe(ranges: list[MediaRange]) -> str:
             text += f"; transfer-syntax={r.transfer_syntax}"
         shown.append(text)
     return ", ".join(shown) + (" ..." if len(ranges) > 4 else "")
-
-
-def choose_simple(ranges: list[MediaRange], offers: tuple[str, ...], what: str) -> str:
-    """The first of ``offers`` (single-part media types, first = default) the client accepts."""
-    for r in ranges:
-        if r.multipart:
-            continue
-        for offer in offers:
-            if r.part_matches(offer):
-                return offer
-    raise NotAcceptableError(
-        f"{what} is available as {', '.join(offers)}; Accept asked for {describe(ranges)}"
-    )
