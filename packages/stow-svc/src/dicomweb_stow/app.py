@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dicomweb_core.errors import MediaTypeError, MultipartError
+from dicomweb_core.errors import MediaTypeError, MultipartError, PayloadTooLargeError
 from dicomweb_core.ingest import StowPipeline
 from dicomweb_core.multipart import boundary_from_content_type, parse_content_type
 from dicomweb_core.runtime import Runtime
@@ -33,6 +33,10 @@ class StowEndpoint:
         study_uid = request.path_params.get("study")
         if study_uid is not None:
             validate_uid(study_uid, "StudyInstanceUID")
+        cap = self.runtime.settings.max_request_size
+        declared = request.headers.get("content-length", "")
+        if cap and declared.isdigit() and int(declared) > cap:
+            raise PayloadTooLargeError(f"request body of {declared} bytes is over the configured cap of {cap} bytes")
         content_type = request.headers.get("content-type", "")
         media_type, params = parse_content_type(content_type)
         body = _body(request)
