@@ -440,3 +440,14 @@ def test_is_subset_rules() -> None:
     assert not is_subset([{"name": "A"}], [{"name": "A"}, {"name": "B"}])
     assert not is_subset([1, 2], [1])
     assert not is_subset({"a": {"b": 1}}, {"a": "x"})
+
+
+def test_status_patch_sets_changes_and_deletes_stale_map_keys() -> None:
+    from dicomweb_operator.handlers import status_patch
+
+    current = {"phase": "Ready", "ready": True,
+               "secondaryResources": {"Service": ["a"], "SinkBinding": ["b"]}}
+    desired = {"phase": "Failing", "ready": False, "secondaryResources": {"Service": ["a"]}}
+    assert status_patch(current, desired) == {
+        "phase": "Failing", "ready": False, "secondaryResources": {"SinkBinding": None}}
+    assert status_patch(desired, desired) == {}
