@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 OUT = Path(__file__).resolve().parent / "out"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -208,12 +209,23 @@ def load_or_generate(params: Params, out: Path = OUT / "dataset") -> DatasetInde
     if manifest.exists():
         rows = json.loads(manifest.read_text())
         return DatasetIndex(root, params, [Instance(**r) for r in rows])
-    tmp = root.with_name(root.name + ".partial")
+    # A private temp name: two runs generating at once each finish, the first rename wins.
+    tmp = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     instances = list(_generate(params, tmp))
+    settings = json.dumps(asdict(params), sort_keys=True)
+    (tmp / "params.json").write_text(settings)
     (tmp / "manifest.json").write_text(json.dumps([asdict(i) for i in instances]))
-    tmp.rename(root)
+    # A finished dataset for the same parameters from an older generator is stale (~1 GB).
+    for old in out.iterdir():
+        stale = old / "params.json"
+        if old not in (tmp, root) and stale.exists() and stale.read_text() == settings:
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
     return DatasetIndex(root, params, instances)
 
 
@@ -229,7 +241,8 @@ def _phantom(rows: int, rng: np.random.Generator) -> np.ndarray:
     y, x = np.mgrid[0:rows, 0:rows].astype(np.float32) / rows - 0.5
     body = ((x / 0.42) ** 2 + (y / 0.32) ** 2 < 1).astype(np.float32)
     img = -1000 + body * (1040 + 200 * np.cos(9 * x) * np.sin(7 * y))
-    return (img + rng.normal(0, 12, img.shape)).astype(np.int16)
+    noisy: np.ndarray = (img + rng.normal(0, 12, img.shape)).astype(np.int16)
+    return noisy
 
 
 def _generate(params: Params, root: Path) -> Iterator[Instance]:
@@ -286,13 +299,13 @@ def _generate(params: Params, root: Path) -> Iterator[Instance]:
         yield from _copy_testfiles(root)
 
 
-def _base_dataset(sop_class: str, sop: str, attrs: dict[str, object]) -> Dataset:
+def _base_dataset(sop_class: str, sop: str, attrs: Mapping[str, object]) -> Dataset:
     ds = Dataset()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
@@ -306,8 +319,8 @@ def _write_slice(
     params: Params,
     root: Path,
     phantom: np.ndarray,
-    study: dict[str, object],
-    series: dict[str, object],
+    study: Mapping[str, object],
+    series: Mapping[str, object],
     series_index: int,
     n: int,
 ) -> Instance:

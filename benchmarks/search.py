@@ -13,7 +13,6 @@ import fnmatch
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -71,12 +70,46 @@ def studies_of(stored: dict[str, Instance]) -> list[Study]:
     return out
 
 
-def _matching(studies: list[Study], predicate: Callable[[Study], bool]) -> frozenset[str]:
-    return frozenset(s.uid for s in studies if predicate(s))
+@dataclass(frozen=True)
+class Filter:
+    """A study-level search; ``None`` fields do not constrain."""
 
+    patient_id: str | None = None
+    name_pattern: str | None = None  # '*' wildcards
+    date_range: tuple[str, str] | None = None
+    modality: str | None = None
+    accession: str | None = None
 
-def _in_range(date: str, lo: str, hi: str) -> bool:
-    return bool(date) and lo <= date <= hi
+    def query(self) -> str:
+        keys = [
+            ("PatientID", self.patient_id),
+            ("PatientName", self.name_pattern),
+            ("StudyDate", "-".join(self.date_range) if self.date_range else None),
+            ("ModalitiesInStudy", self.modality),
+            ("AccessionNumber", self.accession),
+        ]
+        return "&".join(f"{k}={v}" for k, v in keys if v is not None)
+
+    def matches(self, s: Study, case_sensitive: bool = True) -> bool:
+        if self.patient_id is not None and s.patient_id != self.patient_id:
+            return False
+        if self.name_pattern is not None and not _name_match(
+            self.name_pattern, s.patient_name, case_sensitive
+        ):
+            return False
+        if self.date_range is not None and not (
+            s.date and self.date_range[0] <= s.date <= self.date_range[1]
+        ):
+            return False
+        if self.modality is not None and self.modality not in s.modalities:
+            return False
+        return self.accession is None or s.accession == self.accession
+
+    def expected(self, studies: list[Study]) -> frozenset[str] | None:
+        """The matching study UIDs, or None when the answer would depend on case sensitivity."""
+        sensitive = frozenset(s.uid for s in studies if self.matches(s, True))
+        insensitive = frozenset(s.uid for s in studies if self.matches(s, False))
+        return sensitive if sensitive == insensitive else None
 
 
 def _name_match(pattern: str, name: str, case_sensitive: bool) -> bool:
@@ -89,75 +122,34 @@ def build_queries(stored: dict[str, Instance], per_kind: int) -> dict[str, list[
     """Up to ``per_kind`` distinct queries of each kind (the walk is built separately)."""
     studies = studies_of(stored)
     generated = [s for s in studies if s.patient_id.startswith("BM")]
-    q: dict[str, list[Query]] = defaultdict(list)
+    candidates: dict[str, list[Filter]] = defaultdict(list)
 
     counts = Counter(s.patient_id for s in generated)
-    for pid, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:per_kind]:
-        q["patient_id"].append(
-            Query("patient_id", f"PatientID={pid}", _matching(studies, lambda s, p=pid: s.patient_id == p))
-        )
-
-    prefixes = sorted({s.patient_name[:3] for s in generated})
-    for prefix in prefixes:
-        pattern = f"{prefix}*"
-        sensitive = _matching(studies, lambda s, p=pattern: _name_match(p, s.patient_name, True))
-        insensitive = _matching(studies, lambda s, p=pattern: _name_match(p, s.patient_name, False))
-        if sensitive == insensitive and len(q["patient_name"]) < per_kind:
-            q["patient_name"].append(Query("patient_name", f"PatientName={pattern}", sensitive))
-
-    years = sorted({s.date[:4] for s in generated})
-    for year in years[:per_kind]:
-        lo, hi = f"{year}0101", f"{int(year) + 1}0630"
-        q["study_date"].append(
-            Query(
-                "study_date",
-                f"StudyDate={lo}-{hi}",
-                _matching(studies, lambda s, a=lo, b=hi: _in_range(s.date, a, b)),
-            )
-        )
-
+    for pid, _n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        candidates["patient_id"].append(Filter(patient_id=pid))
+    for prefix in sorted({s.patient_name[:3] for s in generated}):
+        candidates["patient_name"].append(Filter(name_pattern=f"{prefix}*"))
+    for year in sorted({int(s.date[:4]) for s in generated}):
+        candidates["study_date"].append(Filter(date_range=(f"{year}0101", f"{year + 1}0630")))
     for k in range(per_kind):
-        modality = ("CT", "MR")[k % 2]
-        q["modalities"].append(
-            Query(
-                "modalities",
-                f"ModalitiesInStudy={modality}",
-                _matching(studies, lambda s, m=modality: m in s.modalities),
-            )
-        )
-
-    for study in generated[:per_kind]:
-        q["accession"].append(
-            Query(
-                "accession",
-                f"AccessionNumber={study.accession}",
-                _matching(studies, lambda s, a=study.accession: s.accession == a),
-            )
-        )
-
+        candidates["modalities"].append(Filter(modality=("CT", "MR")[k % 2]))
     for study in generated:
-        if len(q["combined"]) >= per_kind:
-            break
-        pattern = f"{study.patient_name[:2]}*"
+        candidates["accession"].append(Filter(accession=study.accession))
         year = int(study.date[:4])
-        lo, hi = f"{year - 1}0101", f"{year + 1}1231"
-        modality = sorted(study.modalities)[0]
-
-        def combined(
-            s: Study, p: str = pattern, a: str = lo, b: str = hi, m: str = modality, case: bool = True
-        ) -> bool:
-            return _name_match(p, s.patient_name, case) and _in_range(s.date, a, b) and m in s.modalities
-
-        want = _matching(studies, combined)
-        if want == _matching(studies, lambda s, c=combined: c(s, case=False)):
-            q["combined"].append(
-                Query(
-                    "combined",
-                    f"PatientName={pattern}&StudyDate={lo}-{hi}&ModalitiesInStudy={modality}",
-                    want,
-                )
+        candidates["combined"].append(
+            Filter(
+                name_pattern=f"{study.patient_name[:2]}*",
+                date_range=(f"{year - 1}0101", f"{year + 1}1231"),
+                modality=sorted(study.modalities)[0],
             )
+        )
 
+    q: dict[str, list[Query]] = defaultdict(list)
+    for kind, filters in candidates.items():
+        for f in filters:
+            want = f.expected(studies)
+            if want is not None and len(q[kind]) < per_kind:
+                q[kind].append(Query(kind, f.query(), want))
     everything = frozenset(s.uid for s in studies)
     q["all_studies"] = [Query("all_studies", "", everything)] * per_kind
     return q

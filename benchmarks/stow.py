@@ -14,7 +14,7 @@ from functools import partial
 import httpx
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from benchmarks.client import (
     ACCEPT_JSON,
@@ -262,8 +262,8 @@ class StreamedInstance:
     def _header(self, sop: str, study: str, series: str) -> bytes:
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MF_WORD_SC
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.file_meta.MediaStorageSOPClassUID = UID(MF_WORD_SC)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID = MF_WORD_SC, sop
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
