@@ -10,7 +10,7 @@ import pytest
 from tests.servers import ServiceProcess
 
 # The S3-compatible server (SeaweedFS) fixtures: s3_server, s3_bucket_env, s3_admin, s3_store, ...
-pytest_plugins = ["tests.s3fixtures"]
+pytest_plugins = ["tests.s3fixtures", "tests.pgfixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,8 @@ class Settings:
     max_request_size: int = 0
     s3_part_size: int = 8 * MiB
     study_quiet_seconds: float = 0.0
+    #: How long a dispatcher holds claimed outbox events before another replica may retry them.
+    event_lease_seconds: float = 15.0
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -99,6 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         max_request_size=_int(env, "MAX_REQUEST_SIZE", 0),
         s3_part_size=_int(env, "S3_PART_SIZE", 8 * MiB, 5 * MiB),
         study_quiet_seconds=_float(env, "STUDY_QUIET_SECONDS", 0.0),
+        event_lease_seconds=_float(env, "EVENT_LEASE_SECONDS", 15.0),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     for name in ("k_sink", "query_endpoint", "public_base_url"):

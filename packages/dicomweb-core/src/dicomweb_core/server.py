@@ -67,8 +67,7 @@ def build_app(runtime: Runtime, services: Sequence[Service], *, combined: bool) 
 
     async def readyz(request: Request) -> Response:
         try:
-            await runtime.store.check()
-            await runtime.catalog.check()
+            await runtime.check()
         except DicomwebError as exc:
             return PlainTextResponse(f"not ready: {exc.reason}\n", status_code=503)
         return PlainTextResponse("ready\n")
@@ -118,7 +117,13 @@ def request_base_url(request: Request, public_base_url: str = "") -> str:
         return public_base_url
     headers = request.headers
     proto = headers.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
-    host = headers.get("x-forwarded-host", "").split(",")[0].strip() or headers.get("host") or request.url.netloc
+    forwarded = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    host = forwarded or headers.get("host") or request.url.netloc
+    server = request.scope.get("server")
+    if not forwarded and server and host == server[0] and server[1] not in (80, 443):
+        # Some clients (dicomweb-client) send Host without the port; when that host is the
+        # very address we listen on (no proxy in between), the port is ours.
+        host = f"{host}:{server[1]}"
     return f"{proto}://{host}"
 
 
