@@ -348,3 +348,19 @@ def test_validation_catches_an_unknown_knative_field(rendered: dict[str, list[di
     (ksvc,) = [d for d in docs if d["apiVersion"] == "serving.knative.dev/v1"]
     broken = {**ksvc, "spec": {**ksvc["spec"], "templat": {}}}
     assert any("templat" in p for p in validate(broken, schemas_for(docs)))
+
+
+def test_the_walkthrough_shows_the_objects_the_knative_overlay_applies(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    doc = (REPO / "docs" / "deploy-kubernetes.md").read_text()
+    blocks = [part.split("```")[0] for part in doc.split("```yaml\n")[1:]]
+    shown = [yaml.safe_load(block) for block in blocks]
+    wanted = {"ConfigMap", "DicomwebIngestionService"}
+    shown_by_kind = {d["kind"]: d for d in shown if d.get("kind") in wanted}
+    applied = {d["kind"]: d for d in rendered["overlays/knative"]}
+    for kind in ("ConfigMap", "DicomwebIngestionService"):
+        assert shown_by_kind[kind]["metadata"]["name"] == applied[kind]["metadata"]["name"]
+        assert shown_by_kind[kind].get("spec", shown_by_kind[kind].get("data")) == applied[kind].get(
+            "spec", applied[kind].get("data"))
+    assert "kopf run --standalone --all-namespaces -m dicomweb_operator.main" in doc
