@@ -73,21 +73,8 @@ class WadoEndpoints:
         )
 
     def base_url(self, request: Request) -> str:
-        """``scheme://host:port/root`` as the client sees it. dicomweb-client sends ``Host``
-        without the port; when that host is the very address we listen on (no proxy in
-        between), the port is ours and is added back so the URLs resolve."""
-        base = request_base_url(request, self.public_base)
-        server = request.scope.get("server")
-        host = request.headers.get("host", "")
-        if (
-            not self.public_base
-            and server
-            and host == server[0]
-            and "x-forwarded-host" not in request.headers
-            and server[1] not in (80, 443)
-        ):
-            base = f"{base}:{server[1]}"
-        return base + mount_root(request)
+        """``scheme://host:port/root`` as the client sees it."""
+        return request_base_url(request, self.public_base) + mount_root(request)
 
     @staticmethod
     def at(request: Request) -> Level:
