@@ -17,7 +17,7 @@ import psycopg
 import pydicom
 import pytest
 
-from tests.dicomfiles import make_instance, multipart_related
+from tests.dicomfiles import make_instance, multipart_related, pydicom_testfile
 from tests.faultproxy import FaultProxy
 from tests.servers import DICOMWEB, ServiceProcess, free_port
 from tests.sink import EventSink
@@ -148,7 +148,12 @@ def test_a_large_instance_goes_up_as_a_multipart_upload_and_reads_back(
 
 @pytest.fixture
 def proxied(
-    s3_server: Any, s3_bucket_env: dict[str, str], bucket: str, pg_database: str, sink: EventSink, tmp_path: Path
+    s3_server: Any,
+    s3_bucket_env: dict[str, str],
+    bucket: str,
+    pg_database: str,
+    sink: EventSink,
+    tmp_path: Path,
 ) -> Iterator[tuple[Deployment, FaultProxy]]:
     """A stow service that reaches S3 through a proxy the test can break."""
     proxy = FaultProxy(target_port=s3_server.s3_port).start()
@@ -285,3 +290,56 @@ def test_bucket_configuration_from_mounted_configmap_and_secret(
         assert bucket_keys(s3_admin, bucket) == [key_of(blob)]
     finally:
         svc.stop()
+
+
+_SNAPSHOT = (
+    "SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax_uid, object_key, size,"
+    " instance_number, metadata, pixel_data FROM instances ORDER BY sop_instance_uid"
+)
+
+
+def snapshot(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(_SNAPSHOT).fetchall()
+        studies = conn.execute("SELECT study_uid, num_series, num_instances, modalities FROM studies").fetchall()
+    return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows] + sorted(studies)
+
+
+def test_reindex_rebuilds_a_lost_catalog_from_the_bucket(
+    deployment: Deployment, s3_admin: Any, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    native = make_instance(rows=512, cols=512, frames=3, InstanceNumber=7)  # pixel data past the first read
+    encapsulated = pydicom_testfile("SC_rgb_rle_2frame.dcm")
+    no_pixels = pydicom_testfile("rtplan.dcm")
+    resp = stow(deployment.stow.base, [native, encapsulated, no_pixels])
+    assert resp.status_code == 200, resp.text
+    before = snapshot(deployment.dsn)
+    assert len(before) == 3 + 3
+    s3_admin.put_object(Bucket=deployment.bucket, Key="studies/README.txt", Body=b"not DICOM")
+    deployment.stow.stop()
+    deployment.wado.stop()
+
+    # The database is lost: a new, empty one takes its place.
+    from tests.pgfixtures import create_database, drop_database
+
+    fresh = create_database(pg_admin_dsn)
+    try:
+        env = {**deployment.env, "CATALOG_URL": fresh}
+        done = subprocess.run([DICOMWEB, "reindex"], env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode().strip() == "reindexed 3 instances, skipped 1 objects"
+        assert snapshot(fresh) == before
+
+        wado = ServiceProcess("wado-svc", env=env, log_path=tmp_path / "wado2.log").start()
+        try:
+            study, series, sop = uids(native)
+            frame = httpx.get(
+                wado.base + f"/wado-rs/studies/{study}/series/{series}/instances/{sop}/frames/3",
+                headers={"accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"},
+            )
+            assert frame.status_code == 200
+            assert native[-(512 * 512 * 2) :] in frame.content
+        finally:
+            wado.stop()
+    finally:
+        drop_database(pg_admin_dsn, fresh)

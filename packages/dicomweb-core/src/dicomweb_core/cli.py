@@ -1,4 +1,5 @@
-"""The ``dicomweb`` command: ``serve`` (embedded all-in-one), ``stow-svc``, ``wado-svc``."""
+"""The ``dicomweb`` command: ``serve`` (embedded all-in-one), ``stow-svc``, ``wado-svc``,
+``reindex`` (rebuild the catalog from the stored objects)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import load_settings
-from .errors import ConfigError
+from .errors import ConfigError, DicomwebError
 
 log = logging.getLogger("dicomweb")
 
@@ -38,7 +39,45 @@ def _parser() -> argparse.ArgumentParser:
         common(sp, "0.0.0.0")
         sp.add_argument("--data-dir", default=None, help="file store instead of S3 (default: BUCKET_* config)")
         sp.add_argument("--catalog-url", default="", help="default $CATALOG_URL")
+    reindex = sub.add_parser("reindex", help="rebuild the catalog by scanning the stored objects' headers")
+    reindex.add_argument("--data-dir", default=None, help="file store (default: BUCKET_* config, else none)")
+    reindex.add_argument("--catalog-url", default="", help="default $CATALOG_URL (SQLite in --data-dir)")
+    reindex.add_argument("--prefix", default="studies/", help="only objects under this key prefix (default studies/)")
+    reindex.add_argument("--concurrency", type=int, default=8, help="objects scanned at once (default 8)")
+    reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def _run_reindex(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .reindex import reindex
+    from .runtime import build_catalog, build_store
+
+    settings = load_settings()
+    if settings.query_endpoint and not settings.catalog_url:
+        raise ConfigError("reindex needs a catalog database (CATALOG_URL); QUERY_ENDPOINT is read-only")
+    store = build_store(settings)
+    catalog = build_catalog(settings, store)
+
+    async def run() -> int:
+        await catalog.open()
+        try:
+            report = await reindex(
+                store, catalog, prefix=args.prefix, max_header_size=settings.max_header_size,
+                concurrency=max(1, args.concurrency),
+            )
+        finally:
+            await catalog.close()
+            await store.close()
+        sys.stdout.write(f"reindexed {report.indexed} instances, skipped {len(report.skipped)} objects\n")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except DicomwebError as exc:
+        sys.stderr.write(f"dicomweb reindex: {exc.reason}\n")
+        return 1
 
 
 def create_app_from_env():  # type: ignore[no-untyped-def]
@@ -71,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ.pop(key, None)
     if args.catalog_url:
         os.environ["CATALOG_URL"] = args.catalog_url
+    if args.command == "reindex":
+        try:
+            return _run_reindex(args)
+        except ConfigError as exc:
+            sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
+            return 2
     if args.cors:
         os.environ["CORS_ORIGINS"] = ",".join(args.cors)
     try:
