@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import SEED_SPEC, make_cr
 from k8s_offline import (
     KNATIVE_SCHEMAS,
     OPERATOR_CRD,
@@ -17,6 +16,7 @@ from k8s_offline import (
     validate,
     validate_builtin,
 )
+from operator_samples import SEED_SPEC, make_cr
 
 from dicomweb_operator.config import OperatorConfig
 from dicomweb_operator.reconcile import Observed, reconcile

@@ -22,10 +22,10 @@ import kmock
 import kopf
 import pytest
 import yaml
-from conftest import make_cr
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 from lightkube.types import PatchType
+from operator_samples import make_cr
 
 from dicomweb_operator.config import OperatorConfig
 from dicomweb_operator.handlers import FINALIZER, register

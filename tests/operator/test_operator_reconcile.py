@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import make_cr
+from operator_samples import make_cr
 
 from dicomweb_operator.config import OperatorConfig
 from dicomweb_operator.reconcile import Observed, is_subset, knative_ready, reconcile

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import SEED_SPEC
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from operator_samples import SEED_SPEC
 
 from dicomweb_operator.config import ConfigError, OperatorConfig
 from dicomweb_operator.spec import InvalidSpecError, ServiceSpec, parse_spec
