@@ -68,9 +68,10 @@ class ProcessProbe:
     def __init__(self, pid: int) -> None:
         self.pid = pid
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, pids: list[int] | None = None) -> Snapshot:
+        """Now; ``pids`` (a tree listed earlier) spares the scan of /proc."""
         ticks, rss = 0, 0
-        for p in process_tree(self.pid):
+        for p in process_tree(self.pid) if pids is None else pids:
             try:
                 ticks += _cpu_ticks(p)
                 rss += _status_kib(p, "VmRSS:") * 1024

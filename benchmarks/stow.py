@@ -32,7 +32,7 @@ from benchmarks.client import (
 )
 from benchmarks.context import RoundContext
 from benchmarks.dataset import MF_WORD_SC, Instance
-from benchmarks.procstat import ProcessProbe
+from benchmarks.procstat import ProcessProbe, process_tree
 
 # (concurrency, instances per request); each configuration stores its own quarter of the slices.
 STOW_CONFIGS = ((1, 1), (1, 10), (8, 1), (8, 10))
@@ -124,7 +124,11 @@ async def load_untimed(ctx: RoundContext, instances: Sequence[Instance]) -> None
 
 
 class _PeakSampler:
-    """RSS high-water mark of a process tree: VmHWM when resettable, else 5 ms sampling."""
+    """RSS high-water mark of a process tree: VmHWM when resettable, else 10 ms sampling.
+
+    The sampling fallback reads a fixed list of processes, not the whole of /proc,
+    so it costs the machine little while the server works.
+    """
 
     def __init__(self, probe: ProcessProbe) -> None:
         self._probe = probe
@@ -134,14 +138,16 @@ class _PeakSampler:
 
     def __enter__(self) -> _PeakSampler:
         self.baseline = self._probe.snapshot().rss
+        self._peak = self.baseline
         self._hwm = self._probe.reset_peak()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        if not self._hwm:
+            self._thread = threading.Thread(target=self._sample, args=(process_tree(self._probe.pid),))
+            self._thread.start()
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, self._probe.snapshot().rss)
+    def _sample(self, pids: list[int]) -> None:
+        while not self._stop.wait(0.01):
+            self._peak = max(self._peak, self._probe.snapshot(pids).rss)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
