@@ -54,7 +54,9 @@ def replicas(env: dict[str, str], tmp_path: Path) -> Iterator[list[ServiceProces
         svc.stop()
 
 
-def start(replicas: list[ServiceProcess], env: dict[str, str], tmp_path: Path, **extra: str) -> ServiceProcess:
+def start(
+    replicas: list[ServiceProcess], env: dict[str, str], tmp_path: Path, **extra: str
+) -> ServiceProcess:
     svc = ServiceProcess("stow-svc", env={**env, **extra}, log_path=tmp_path / f"stow{len(replicas)}.log")
     replicas.append(svc.start())
     return svc
@@ -100,7 +102,12 @@ def test_event_shape_and_unique_ids(
         assert set(body["image"]) == {"transferSyntaxUID", "elements"}
         assert all(set(e) == {"group", "element", "vr", "value"} for e in body["image"]["elements"])
         elements = {(e["group"], e["element"]): e for e in body["image"]["elements"]}
-        assert elements[("0010", "0010")] == {"group": "0010", "element": "0010", "vr": "PN", "value": "Doe^Jane"}
+        assert elements[("0010", "0010")] == {
+            "group": "0010",
+            "element": "0010",
+            "vr": "PN",
+            "value": "Doe^Jane",
+        }
         assert ("7FE0", "0010") not in elements
         sop = elements[("0008", "0018")]["value"]
         assert body["store"] == {

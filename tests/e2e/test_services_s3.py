@@ -157,9 +157,7 @@ def proxied(
 ) -> Iterator[tuple[Deployment, FaultProxy]]:
     """A stow service that reaches S3 through a proxy the test can break."""
     proxy = FaultProxy(target_port=s3_server.s3_port).start()
-    env = service_env(
-        s3_bucket_env, bucket, pg_database, BUCKET_PORT=str(proxy.port), K_SINK=sink.url
-    )
+    env = service_env(s3_bucket_env, bucket, pg_database, BUCKET_PORT=str(proxy.port), K_SINK=sink.url)
     stow_svc = ServiceProcess("stow-svc", env=env, log_path=tmp_path / "stow.log").start()
     try:
         yield Deployment(stow_svc, stow_svc, bucket, pg_database, env), proxy
@@ -301,7 +299,9 @@ _SNAPSHOT = (
 def snapshot(dsn: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(_SNAPSHOT).fetchall()
-        studies = conn.execute("SELECT study_uid, num_series, num_instances, modalities FROM studies").fetchall()
+        studies = conn.execute(
+            "SELECT study_uid, num_series, num_instances, modalities FROM studies"
+        ).fetchall()
     return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows] + sorted(studies)
 
 

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser("reindex", help="rebuild the catalog by scanning the stored objects' headers")
     reindex.add_argument("--data-dir", default=None, help="file store (default: BUCKET_* config, else none)")
     reindex.add_argument("--catalog-url", default="", help="default $CATALOG_URL (SQLite in --data-dir)")
-    reindex.add_argument("--prefix", default="studies/", help="only objects under this key prefix (default studies/)")
+    reindex.add_argument("--prefix", default="studies/", help="only objects under this prefix (default studies/)")
     reindex.add_argument("--concurrency", type=int, default=8, help="objects scanned at once (default 8)")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -64,7 +64,10 @@ def _run_reindex(args: argparse.Namespace) -> int:
         await catalog.open()
         try:
             report = await reindex(
-                store, catalog, prefix=args.prefix, max_header_size=settings.max_header_size,
+                store,
+                catalog,
+                prefix=args.prefix,
+                max_header_size=settings.max_header_size,
                 concurrency=max(1, args.concurrency),
             )
         finally:

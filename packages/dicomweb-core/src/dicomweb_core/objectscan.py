@@ -26,7 +26,12 @@ _MAX_READ = 8 << 20
 
 
 async def scan_object(
-    store: ObjectStore, key: str, *, max_header_size: int = 64 << 20, first_read: int = 64 * KiB, etag: str = ""
+    store: ObjectStore,
+    key: str,
+    *,
+    max_header_size: int = 64 << 20,
+    first_read: int = 64 * KiB,
+    etag: str = "",
 ) -> InstanceRecord:
     """The catalog record of the object at ``key``. Raises :class:`NotFoundError` if it is
     gone and :class:`DicomFormatError` if it is not a DICOM object we can catalogue."""

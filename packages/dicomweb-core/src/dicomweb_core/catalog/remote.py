@@ -281,4 +281,3 @@ def _json_value(vr: str, value: Any) -> Any:
             return value
         return int(number) if number.is_integer() else number
     return str(value)
-
