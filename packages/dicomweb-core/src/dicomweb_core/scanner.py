@@ -27,6 +27,7 @@ from pydicom.filereader import dcmread, read_dataset
 
 from .errors import DicomFormatError
 from .models import Fragment, PixelDataInfo
+from .rawvalues import raw_int
 from .uids import is_valid_uid
 
 __all__ = ["DicomHeaderScanner", "ScanResult", "frame_fragments"]
@@ -546,7 +547,8 @@ class DicomHeaderScanner:
         try:
             if self._inflater is None and self._ts != DEFLATED_EXPLICIT_VR_LE:
                 prefix = bytes(self._buf[self._skip : self._header_length])
-                return dcmread(BytesIO(prefix), stop_before_pixels=True, force=self._skip != 0 or self._start == 0)
+                bare = self._skip != 0 or self._start == 0  # no preamble: pydicom needs force
+                return dcmread(BytesIO(prefix), stop_before_pixels=True, force=bare)
             meta = dcmread(BytesIO(bytes(self._buf[self._skip : self._meta_end])), force=True)
             body = read_dataset(
                 BytesIO(bytes(self._buf[self._meta_end : self._header_length])),
@@ -566,8 +568,8 @@ class DicomHeaderScanner:
         frames_n = _number_of_frames(ds)
         frame_size: int | None = None
         frames: tuple[Fragment, ...] = ()
-        rows, cols, bits = _int_attr(ds, "Rows"), _int_attr(ds, "Columns"), _int_attr(ds, "BitsAllocated")
-        samples = _int_attr(ds, "SamplesPerPixel") or 1
+        rows, cols, bits = raw_int(ds, 0x00280010), raw_int(ds, 0x00280011), raw_int(ds, 0x00280100)
+        samples = raw_int(ds, 0x00280002) or 1
         if ts in _NATIVE_SYNTAXES and rows and cols and bits and bits != 1 and samples > 0:
             frame_size = rows * cols * samples * ((bits + 7) // 8)
             if frames_n * frame_size <= length:
@@ -605,16 +607,9 @@ class DicomHeaderScanner:
 # ---------------------------------------------------------------------- frame helpers
 
 
-def _int_attr(ds: pydicom.Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return None if value is None or value == "" else int(value)
-    except Exception:
-        return None
-
 
 def _number_of_frames(ds: pydicom.Dataset) -> int:
-    value = _int_attr(ds, "NumberOfFrames")
+    value = raw_int(ds, 0x00280008)
     return value if value is not None and value >= 1 else 1
 
 
