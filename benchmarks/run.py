@@ -49,7 +49,12 @@ SERVER_NAMES = ("ours", "orthanc")
 
 
 async def run_servers(
-    kinds: dict[str, str], data: DatasetIndex, sizes: Sizes, rounds: int, selected: list[str]
+    kinds: dict[str, str],
+    data: DatasetIndex,
+    sizes: Sizes,
+    rounds: int,
+    selected: list[str],
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Both servers start empty and stay up; each scenario runs its rounds alternating servers.
 
@@ -58,7 +63,11 @@ async def run_servers(
     """
     contexts = {
         name: RoundContext(
-            server=make_server(kind, name=name), data=data, sizes=sizes, seed=data.params.seed, rounds=rounds
+            server=make_server(kind, name=name, workers=workers),
+            data=data,
+            sizes=sizes,
+            seed=data.params.seed,
+            rounds=rounds,
         )
         for name, kind in kinds.items()
     }
@@ -138,7 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             standalone.update(await measure(data, sizes))
 
     kinds = {"ours": args.ours, "orthanc": "orthanc"}
-    rounds = await run_servers(kinds, data, sizes, args.rounds, selected)
+    rounds = await run_servers(kinds, data, sizes, args.rounds, selected, args.workers)
 
     summary = summarize(rounds, SERVER_NAMES)
     wall = time.perf_counter() - started
@@ -146,6 +155,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     header = "\n".join(
         [
             f"Command: `{command.strip()}`  ",
+            f"Ours: `dicomweb serve --workers {args.workers}`  ",
             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
             f"Python {platform.python_version()}  ",
             f"Dataset: {len(data.slices)} slices of {params.rows}x{params.rows}x16 bit, "
@@ -191,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("ours", "orthanc"),
         help="'orthanc' runs Orthanc on both sides, to check the harness itself",
     )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of ours (default 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)

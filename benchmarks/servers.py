@@ -322,10 +322,10 @@ class OrthancServer:
             self._tmp = None
 
 
-def make_server(kind: str, *, name: str, root: Path | None = None) -> BenchServer:
+def make_server(kind: str, *, name: str, root: Path | None = None, workers: int = 1) -> BenchServer:
     """``ours`` or ``orthanc`` (``orthanc`` as "ours" checks the harness itself: ratios ~1)."""
     if kind == "ours":
-        return OursServer(name=name, root=root)
+        return OursServer(name=name, root=root, extra_args=("--workers", str(workers)) if workers > 1 else ())
     if kind == "orthanc":
         return OrthancServer(name=name, root=root)
     raise ValueError(f"unknown server kind {kind!r}")
