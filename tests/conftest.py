@@ -15,7 +15,9 @@ pytest_plugins = ["tests.s3fixtures", "tests.pgfixtures"]
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def embedded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def embedded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
     """One ``dicomweb serve`` per catalog backend for the session: every test that uses it runs
     against the SQLite catalog and against PostgreSQL (tests use fresh UIDs, so they don't collide)."""
     data = tmp_path_factory.mktemp(f"embedded-{request.param}")
@@ -36,7 +38,9 @@ def embedded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[ServiceProcess]:
     """A server of its own (for tests that inspect the data directory)."""
-    server = ServiceProcess("serve", args=["--data-dir", str(tmp_path / "data")], log_path=tmp_path / "server.log")
+    server = ServiceProcess(
+        "serve", args=["--data-dir", str(tmp_path / "data")], log_path=tmp_path / "server.log"
+    )
     server.start()
     yield server
     server.stop()

@@ -10,10 +10,10 @@ import numpy as np
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -100,9 +100,15 @@ def pydicom_testfile(name: str) -> bytes:
 
 
 def multipart_related(parts: Iterable[bytes], boundary: str = "dicomweb-test-boundary") -> tuple[bytes, str]:
-    body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts
-    ) + b"--" + boundary.encode() + b"--\r\n"
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+            for p in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
     return body, f'multipart/related; type="application/dicom"; boundary="{boundary}"'
 
 
@@ -140,7 +146,9 @@ def big_instance_stream(
     return header, pixels(), len(header) + pixel_bytes
 
 
-def streamed_multipart(header: bytes, body: Iterator[bytes], boundary: str = "big-boundary") -> Iterator[bytes]:
+def streamed_multipart(
+    header: bytes, body: Iterator[bytes], boundary: str = "big-boundary"
+) -> Iterator[bytes]:
     yield b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + header
     yield from body
     yield b"\r\n--" + boundary.encode() + b"--\r\n"

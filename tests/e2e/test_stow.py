@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -24,10 +24,15 @@ FAILURE_REASON = "00081197"
 
 
 def post(
-    server: ServiceProcess, parts: list[bytes], path: str = "/stow-rs/studies", headers: dict[str, str] | None = None
+    server: ServiceProcess,
+    parts: list[bytes],
+    path: str = "/stow-rs/studies",
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     body, ctype = multipart_related(parts)
-    return httpx.post(server.base + path, content=body, headers={"content-type": ctype, **(headers or {})}, timeout=60)
+    return httpx.post(
+        server.base + path, content=body, headers={"content-type": ctype, **(headers or {})}, timeout=60
+    )
 
 
 def referenced(resp: httpx.Response) -> list[str]:
@@ -119,7 +124,9 @@ def test_truncated_dicom_part_fails(fresh_server: ServiceProcess) -> None:
 
 def test_truncated_body_is_400_and_leaves_no_trace(fresh_server: ServiceProcess) -> None:
     body, ctype = multipart_related([make_instance(), make_instance()])
-    resp = httpx.post(fresh_server.base + "/stow-rs/studies", content=body[:-40], headers={"content-type": ctype})
+    resp = httpx.post(
+        fresh_server.base + "/stow-rs/studies", content=body[:-40], headers={"content-type": ctype}
+    )
     assert resp.status_code == 400
     assert "closing delimiter" in resp.text or "truncated" in resp.text
     assert stored_objects(data_dir(fresh_server)) == []
@@ -137,7 +144,8 @@ def test_missing_boundary_is_400(embedded: ServiceProcess) -> None:
 
 
 @pytest.mark.parametrize(
-    "ctype", ["application/json", "application/dicom", 'multipart/related; type="application/dicom+json"; boundary=x']
+    "ctype",
+    ["application/json", "application/dicom", 'multipart/related; type="application/dicom+json"; boundary=x'],
 )
 def test_wrong_content_type_is_415(embedded: ServiceProcess, ctype: str) -> None:
     resp = httpx.post(embedded.base + "/stow-rs/studies", content=b"{}", headers={"content-type": ctype})
@@ -169,7 +177,10 @@ def test_restore_under_another_series_moves_the_object(fresh_server: ServiceProc
 def test_chunked_upload(embedded: ServiceProcess) -> None:
     body, ctype = multipart_related([make_instance(rows=256, cols=256) for _ in range(3)])
     resp = httpx.post(
-        embedded.base + "/stow-rs/studies", content=chunks(body, 7919), headers={"content-type": ctype}, timeout=60
+        embedded.base + "/stow-rs/studies",
+        content=chunks(body, 7919),
+        headers={"content-type": ctype},
+        timeout=60,
     )
     assert resp.status_code == 200, resp.text
     assert len(referenced(resp)) == 3
@@ -192,9 +203,21 @@ def test_xml_response_when_asked(embedded: ServiceProcess) -> None:
 
 
 PYDICOM_FILES = [
-    "CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "image_dfl.dcm",
-    "JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "JPEG-lossy.dcm", "MR_small_jpeg_ls_lossless.dcm",
-    "rtplan.dcm", "SC_rgb_jpeg_gdcm.dcm", "JPGExtended.dcm", "MR_small_jp2klossless.dcm", "emri_small_jpeg_2k_lossless.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+    "image_dfl.dcm",
+    "JPEG2000.dcm",
+    "MR_small_RLE.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "JPEG-lossy.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "rtplan.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "JPGExtended.dcm",
+    "MR_small_jp2klossless.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
 ]
 
 
@@ -226,7 +249,10 @@ def test_dicomweb_client_store_instances(embedded: ServiceProcess) -> None:
 
 def test_browser_form_upload(fresh_server: ServiceProcess) -> None:
     blobs = [make_instance(), make_instance()]
-    files = [("file", ("a.dcm", blobs[0], "application/dicom")), ("file", ("b.dcm", blobs[1], "application/dicom"))]
+    files = [
+        ("file", ("a.dcm", blobs[0], "application/dicom")),
+        ("file", ("b.dcm", blobs[1], "application/dicom")),
+    ]
     resp = httpx.post(fresh_server.base + "/dicomweb/studies", files=files, data={"note": "x"})
     assert resp.status_code == 200, resp.text
     assert len(referenced(resp)) == 2

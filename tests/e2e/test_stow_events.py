@@ -39,7 +39,7 @@ def test_one_event_per_stored_instance_with_alvearie_shape(tmp_path: Path, sink:
     server = _server(tmp_path, sink)
     try:
         blobs = [make_instance(InstanceNumber=i) for i in range(3)]
-        body, ctype = multipart_related(blobs + [b"junk"])
+        body, ctype = multipart_related([*blobs, b"junk"])
         resp = httpx.post(server.base + "/stow-rs/studies", content=body, headers={"content-type": ctype})
         assert resp.status_code == 202
         events = sink.wait_for(3)
@@ -103,7 +103,10 @@ def test_kill_after_commit_redelivers_on_restart(tmp_path: Path, sink: EventSink
     server.kill()
     sink.refusing = False
     restarted = ServiceProcess(
-        "serve", args=server.args, env={k: server.env[k] for k in ("K_SINK", "EVENT_SOURCE")}, port=server.port
+        "serve",
+        args=server.args,
+        env={k: server.env[k] for k in ("K_SINK", "EVENT_SOURCE")},
+        port=server.port,
     ).start()
     try:
         events = sink.wait_for(1, timeout=30)

@@ -39,14 +39,21 @@ def test_declared_length_over_cap_is_413(capped: ServiceProcess) -> None:
 
 def test_chunked_body_over_cap_is_413_and_leaves_nothing(capped: ServiceProcess) -> None:
     body, ctype = multipart_related([make_instance(), make_instance(rows=256, cols=256)])
-    resp = httpx.post(capped.base + "/stow-rs/studies", content=chunks(body, 8192), headers={"content-type": ctype})
+    resp = httpx.post(
+        capped.base + "/stow-rs/studies", content=chunks(body, 8192), headers={"content-type": ctype}
+    )
     assert resp.status_code == 413
     assert _objects(capped) == []
 
 
 def test_under_the_cap_is_stored(capped: ServiceProcess) -> None:
     body, ctype = multipart_related([make_instance()])
-    assert httpx.post(capped.base + "/stow-rs/studies", content=body, headers={"content-type": ctype}).status_code == 200
+    assert (
+        httpx.post(
+            capped.base + "/stow-rs/studies", content=body, headers={"content-type": ctype}
+        ).status_code
+        == 200
+    )
 
 
 def test_cors_preflight_for_stow(capped: ServiceProcess) -> None:

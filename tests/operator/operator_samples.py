@@ -18,8 +18,13 @@ SEED_SPEC: dict[str, Any] = {
 }
 
 
-def make_cr(spec: dict[str, Any] | None = None, *, name: str = "img-ingest", namespace: str = "imaging",
-            generation: int = 1) -> dict[str, Any]:
+def make_cr(
+    spec: dict[str, Any] | None = None,
+    *,
+    name: str = "img-ingest",
+    namespace: str = "imaging",
+    generation: int = 1,
+) -> dict[str, Any]:
     return {
         "apiVersion": "imaging-ingestion.alvearie.org/v1alpha1",
         "kind": "DicomwebIngestionService",

@@ -33,8 +33,11 @@ EXPECTED_PACKAGES = {
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with comments dropped and line continuations joined."""
-    text = re.sub(r"\\\n", " ", "\n".join(
-        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
     result = []
     for line in text.splitlines():
         if line.strip():
@@ -96,8 +99,9 @@ def test_service_images_start_their_dicomweb_subcommand_on_port_8080(service: st
     assert core["project"]["scripts"]["dicomweb"] == "dicomweb_core.cli:main"
     # The subcommand exists in the CLI the image installs.
     code = "from dicomweb_core.cli import main; main()"
-    run = subprocess.run([sys.executable, "-c", code, *command, "--help"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", code, *command, "--help"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     assert "--port" in run.stdout
 

@@ -109,8 +109,9 @@ def reference_problems(docs: list[dict[str, Any]]) -> list[str]:
         elif kind == "SinkBinding":
             subject, sink = d["spec"]["subject"], d["spec"]["sink"]["ref"]
             group = group_of(subject)
-            need(index.has(group, subject["kind"], ns, subject["name"]),
-                 f"{where}: subject {subject['name']}")
+            need(
+                index.has(group, subject["kind"], ns, subject["name"]), f"{where}: subject {subject['name']}"
+            )
             need(broker_ok(sink.get("namespace", ns), sink["name"]), f"{where}: sink {sink['name']}")
         elif kind == "Trigger":
             need(broker_ok(ns, d["spec"]["broker"]), f"{where}: broker {d['spec']['broker']}")
@@ -120,16 +121,22 @@ def reference_problems(docs: list[dict[str, Any]]) -> list[str]:
         elif kind in ("ClusterRoleBinding", "RoleBinding"):
             role = d["roleRef"]
             role_ns = None if role["kind"] == "ClusterRole" else ns
-            need(index.has("rbac.authorization.k8s.io", role["kind"], role_ns, role["name"]),
-                 f"{where}: roleRef")
+            need(
+                index.has("rbac.authorization.k8s.io", role["kind"], role_ns, role["name"]),
+                f"{where}: roleRef",
+            )
             for subject in d["subjects"]:
                 if subject["kind"] == "ServiceAccount":
-                    need(index.has("", "ServiceAccount", subject.get("namespace", ns), subject["name"]),
-                         f"{where}: subject {subject.get('namespace')}/{subject['name']}")
+                    need(
+                        index.has("", "ServiceAccount", subject.get("namespace", ns), subject["name"]),
+                        f"{where}: subject {subject.get('namespace')}/{subject['name']}",
+                    )
         elif kind == "Deployment":
             pod = d["spec"]["template"]["spec"]
-            need(_selects(d["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"]),
-                 f"{where}: selector does not match its pods")
+            need(
+                _selects(d["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"]),
+                f"{where}: selector does not match its pods",
+            )
             if "serviceAccountName" in pod:
                 account = pod["serviceAccountName"]
                 need(index.has("", "ServiceAccount", ns, account), f"{where}: serviceAccount {account}")
@@ -152,7 +159,7 @@ def reference_problems(docs: list[dict[str, Any]]) -> list[str]:
                 if isinstance(port.get("targetPort"), str):
                     need(port["targetPort"] in ports, f"{where}: targetPort {port['targetPort']}")
         elif kind in ("PodDisruptionBudget", "NetworkPolicy"):
-            selector = (d["spec"]["selector"] if kind == "PodDisruptionBudget" else d["spec"]["podSelector"])
+            selector = d["spec"]["selector"] if kind == "PodDisruptionBudget" else d["spec"]["podSelector"]
             match = selector.get("matchLabels", {})
             # Either a workload rendered here, or the pods the operator creates (their labels).
             operator_pods = [labels("any", component) for component in ("stow", "wado")]
@@ -183,7 +190,12 @@ def kinds(docs: list[dict[str, Any]]) -> set[str]:
 
 def test_base_is_the_operator_and_nothing_else(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert kinds(rendered["base"]) == {
-        "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    }
 
 
 def test_operator_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -234,7 +246,12 @@ def test_knative_overlay_carries_the_seed_example(rendered: dict[str, list[dict[
     assert cr["spec"]["dicomEventDrivenIngestionName"] == "core"
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert set(config["data"]) == {
-        "BUCKET_HOST", "BUCKET_PORT", "BUCKET_NAME", "BUCKET_REGION", "BUCKET_SUBREGION"}
+        "BUCKET_HOST",
+        "BUCKET_PORT",
+        "BUCKET_NAME",
+        "BUCKET_REGION",
+        "BUCKET_SUBREGION",
+    }
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
     assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
@@ -255,9 +272,13 @@ def test_production_overlay_pins_digests_and_adds_budgets_and_policies(
     assert deployment["spec"]["replicas"] == 1
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"} == {
-        "dicomweb-stow", "dicomweb-wado"}
+        "dicomweb-stow",
+        "dicomweb-wado",
+    }
     assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "NetworkPolicy"} == {
-        "dicomweb-system", "imaging"}
+        "dicomweb-system",
+        "imaging",
+    }
 
 
 # --- renaming keeps references ------------------------------------------------------------------
@@ -297,22 +318,27 @@ def write_overlay(root: Path, *, base: Path, with_sample: bool) -> Path:
     # kustomize accepts only relative paths to other kustomizations.
     relative = os.path.relpath(base, root)
     resources = [relative, "eventing.yaml"] if with_sample else ["eventing.yaml"]
-    (root / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namePrefix": "site-a-",
-        "nameSuffix": "-v2",
-        "namespace": "elsewhere",
-        "resources": resources,
-    }))
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namePrefix": "site-a-",
+                "nameSuffix": "-v2",
+                "namespace": "elsewhere",
+                "resources": resources,
+            }
+        )
+    )
     return root
 
 
 def test_name_prefix_and_suffix_keep_every_reference(tmp_path: Path) -> None:
     overlay = write_overlay(tmp_path / "renamed", base=KUSTOMIZE / "overlays" / "knative", with_sample=True)
     docs = kustomize(overlay)
-    by_kind = {(d["kind"], d["metadata"]["name"].removeprefix("site-a-").removesuffix("-v2")): d
-               for d in docs}
+    by_kind = {
+        (d["kind"], d["metadata"]["name"].removeprefix("site-a-").removesuffix("-v2")): d for d in docs
+    }
     cr = by_kind[("DicomwebIngestionService", "img-ingest")]
     assert cr["spec"]["bucketConfigName"] == "site-a-img-ingest-s3-v2"
     assert cr["spec"]["bucketSecretName"] == "site-a-img-ingest-s3-v2"
@@ -362,5 +388,6 @@ def test_the_walkthrough_shows_the_objects_the_knative_overlay_applies(
     for kind in ("ConfigMap", "DicomwebIngestionService"):
         assert shown_by_kind[kind]["metadata"]["name"] == applied[kind]["metadata"]["name"]
         assert shown_by_kind[kind].get("spec", shown_by_kind[kind].get("data")) == applied[kind].get(
-            "spec", applied[kind].get("data"))
+            "spec", applied[kind].get("data")
+        )
     assert "kopf run --standalone --all-namespaces -m dicomweb_operator.main" in doc

@@ -69,16 +69,21 @@ def test_schema_defaults_match_the_operators_defaults() -> None:
 
 def test_every_optional_field_validates() -> None:
     spec = copy.deepcopy(SEED_SPEC)
-    spec.update({
-        "imagePullSecrets": [{"name": "regcred"}],
-        "catalogDatabaseSecret": {"name": "pg", "key": "dsn"},
-        "queryEndpoint": "http://core-event-processor.imaging.svc.cluster.local/query",
-    })
-    spec["stowService"].update({
-        "image": "registry.test/stow@sha256:" + "0" * 64, "imagePullPolicy": "Always",
-        "imagePullSecrets": [{"name": "x"}],
-        "resources": {"requests": {"cpu": "250m", "memory": 268435456}, "limits": {"memory": "1Gi"}},
-    })
+    spec.update(
+        {
+            "imagePullSecrets": [{"name": "regcred"}],
+            "catalogDatabaseSecret": {"name": "pg", "key": "dsn"},
+            "queryEndpoint": "http://core-event-processor.imaging.svc.cluster.local/query",
+        }
+    )
+    spec["stowService"].update(
+        {
+            "image": "registry.test/stow@sha256:" + "0" * 64,
+            "imagePullPolicy": "Always",
+            "imagePullSecrets": [{"name": "x"}],
+            "resources": {"requests": {"cpu": "250m", "memory": 268435456}, "limits": {"memory": "1Gi"}},
+        }
+    )
     assert validate(make_cr(spec), SCHEMAS) == []
 
 
@@ -133,8 +138,9 @@ def test_generated_manifests_validate_against_the_knative_schemas() -> None:
     cr["spec"]["catalogDatabaseSecret"] = {"name": "pg"}
     cr["spec"]["imagePullSecrets"] = [{"name": "regcred"}]
     cr["spec"]["stowService"]["resources"] = {"requests": {"cpu": "1"}}
-    observed = Observed(bucket_config=True, bucket_secret=True, broker=True,
-                        catalog_secret_keys=frozenset({"CATALOG_URL"}))
+    observed = Observed(
+        bucket_config=True, bucket_secret=True, broker=True, catalog_secret_keys=frozenset({"CATALOG_URL"})
+    )
     plan = reconcile(cr, observed, OperatorConfig())
     assert len(plan.manifests) == 3
     for manifest in plan.manifests:

@@ -54,10 +54,15 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     # kopf discovers resources before watching; without the bundled built-ins it never starts.
     emulator.resources.load_bundled()
     verbs = {"get", "list", "watch", "create", "patch", "update", "delete"}
-    for key, kind in [(CRS, "DicomwebIngestionService"), (KSVC, "Service"), (SINKS, "SinkBinding"),
-                      (BROKERS, "Broker")]:
-        emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=verbs,
-                                                     subresources={"status"})
+    for key, kind in [
+        (CRS, "DicomwebIngestionService"),
+        (KSVC, "Service"),
+        (SINKS, "SinkBinding"),
+        (BROKERS, "Broker"),
+    ]:
+        emulator.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, verbs=verbs, subresources={"status"}
+        )
 
 
 def seed(emulator: kmock.KubernetesEmulator, *, config_map: bool = True) -> None:
@@ -65,12 +70,22 @@ def seed(emulator: kmock.KubernetesEmulator, *, config_map: bool = True) -> None
     meta = {"name": "img-ingest-s3", "namespace": NS}
     if config_map:
         emulator.objects["v1/configmaps", NS, "img-ingest-s3"] = {
-            "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"BUCKET_NAME": "dicom"}}
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta,
+            "data": {"BUCKET_NAME": "dicom"},
+        }
     emulator.objects["v1/secrets", NS, "img-ingest-s3"] = {
-        "apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": {"AWS_ACCESS_KEY_ID": "a2V5"}}
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "data": {"AWS_ACCESS_KEY_ID": "a2V5"},
+    }
     emulator.objects[BROKERS, NS, "core-broker"] = {
-        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-        "metadata": {"name": "core-broker", "namespace": NS}}
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": "core-broker", "namespace": NS},
+    }
 
 
 def stored(emulator: kmock.KubernetesEmulator, resource: str, name: str) -> dict[str, Any] | None:
@@ -107,8 +122,9 @@ async def running_operator(emulator: kmock.KubernetesEmulator) -> AsyncIterator[
         return kopf.ConnectionInfo(server=url, insecure=True)
 
     ready = asyncio.Event()
-    task = asyncio.create_task(kopf.operator(
-        registry=registry, clusterwide=True, standalone=True, ready_flag=ready))
+    task = asyncio.create_task(
+        kopf.operator(registry=registry, clusterwide=True, standalone=True, ready_flag=ready)
+    )
     await asyncio.wait_for(ready.wait(), 10)
     try:
         yield
@@ -141,7 +157,8 @@ async def create_cr(api: AsyncClient, spec: dict[str, Any] | None = None) -> dic
 def knative_ready(emulator: kmock.KubernetesEmulator, resource: str, name: str, **status: Any) -> None:
     """Do what Knative's controller does once a revision serves: report Ready and the URLs."""
     emulator.objects[resource, NS, name].patch(
-        {"status": {**status, "conditions": [{"type": "Ready", "status": "True"}]}})
+        {"status": {**status, "conditions": [{"type": "Ready", "status": "True"}]}}
+    )
 
 
 def cr_status(emulator: kmock.KubernetesEmulator) -> dict[str, Any]:
@@ -161,16 +178,28 @@ async def test_create_produces_services_and_reports_ready_with_urls(
             (owner,) = obj["metadata"]["ownerReferences"]
             assert owner["uid"] == cr["metadata"]["uid"] and owner["controller"] is True
         assert stow["spec"]["template"]["metadata"]["annotations"] == {
-            "autoscaling.knative.dev/min-scale": "0", "autoscaling.knative.dev/max-scale": "3"}
+            "autoscaling.knative.dev/min-scale": "0",
+            "autoscaling.knative.dev/max-scale": "3",
+        }
         assert binding["spec"]["sink"]["ref"]["name"] == "core-broker"
         # Created, but Knative has not reported anything yet.
         status = await eventually(lambda: cr_status(kmock).get("phase") == "Reconciling" and cr_status(kmock))
         assert "no Ready condition yet" in status["message"]
 
-        knative_ready(kmock, KSVC, "img-ingest-wado", url="https://img-ingest-wado.imaging.example.com",
-                      address={"url": "http://img-ingest-wado.imaging.svc.cluster.local"})
-        knative_ready(kmock, KSVC, "img-ingest-stow", url="https://img-ingest-stow.imaging.example.com",
-                      address={"url": "http://img-ingest-stow.imaging.svc.cluster.local"})
+        knative_ready(
+            kmock,
+            KSVC,
+            "img-ingest-wado",
+            url="https://img-ingest-wado.imaging.example.com",
+            address={"url": "http://img-ingest-wado.imaging.svc.cluster.local"},
+        )
+        knative_ready(
+            kmock,
+            KSVC,
+            "img-ingest-stow",
+            url="https://img-ingest-stow.imaging.example.com",
+            address={"url": "http://img-ingest-stow.imaging.svc.cluster.local"},
+        )
         knative_ready(kmock, SINKS, "img-ingest-stow-sink-binding")
 
         status = await eventually(lambda: cr_status(kmock).get("ready") and cr_status(kmock))
@@ -180,8 +209,12 @@ async def test_create_produces_services_and_reports_ready_with_urls(
         assert status["wadoServiceExternalEndpoint"] == "https://img-ingest-wado.imaging.example.com"
         assert status["secondaryResources"]["Service"] == ["img-ingest-stow", "img-ingest-wado"]
         # The stow service's events now carry the public WADO URL.
-        env = {e["name"]: e["value"] for e in
-               stored(kmock, KSVC, "img-ingest-stow")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e["value"]
+            for e in stored(kmock, KSVC, "img-ingest-stow")["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+        }
         assert env["WADO_EXTERNAL_ENDPOINT"] == "https://img-ingest-wado.imaging.example.com/wado-rs"
 
 
@@ -193,20 +226,28 @@ async def test_spec_change_updates_the_services_in_place(
         await create_cr(client)
         await eventually(lambda: stored(kmock, KSVC, "img-ingest-stow"))
         await client.patch(
-            IngestionService, "img-ingest",
-            {"spec": {"stowService": {"maxReplicas": 7, "minReplicas": 1, "concurrency": 5},
-                      "wadoService": {"image": "registry.test/wado:2"}}},
-            namespace=NS, patch_type=PatchType.MERGE,
+            IngestionService,
+            "img-ingest",
+            {
+                "spec": {
+                    "stowService": {"maxReplicas": 7, "minReplicas": 1, "concurrency": 5},
+                    "wadoService": {"image": "registry.test/wado:2"},
+                }
+            },
+            namespace=NS,
+            patch_type=PatchType.MERGE,
         )
 
         def updated() -> bool:
             stow = stored(kmock, KSVC, "img-ingest-stow") or {}
             wado = stored(kmock, KSVC, "img-ingest-wado") or {}
             template = stow["spec"]["template"]
-            return (template["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] == "7"
-                    and template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
-                    and template["spec"]["containerConcurrency"] == 5
-                    and wado["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/wado:2")
+            return (
+                template["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] == "7"
+                and template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
+                and template["spec"]["containerConcurrency"] == 5
+                and wado["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.test/wado:2"
+            )
 
         await eventually(updated)
         # Patched in place: still the one object each, never recreated.
@@ -228,8 +269,11 @@ async def test_missing_configmap_fails_then_recovers_when_it_appears(
         assert stored(kmock, KSVC, "img-ingest-stow") is None
 
         kmock.objects["v1/configmaps", NS, "img-ingest-s3"] = {
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "img-ingest-s3", "namespace": NS}, "data": {"BUCKET_NAME": "dicom"}}
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "img-ingest-s3", "namespace": NS},
+            "data": {"BUCKET_NAME": "dicom"},
+        }
         await eventually(lambda: stored(kmock, KSVC, "img-ingest-stow"))
         status = await eventually(lambda: cr_status(kmock).get("phase") != "Failing" and cr_status(kmock))
         assert status["phase"] in {"Initializing", "Reconciling"}
@@ -252,8 +296,12 @@ async def test_invalid_spec_fails_with_the_field_named(
 ) -> None:
     seed(kmock)
     async with running_operator(kmock):
-        spec = {"bucketConfigName": "img-ingest-s3", "bucketSecretName": "img-ingest-s3",
-                "dicomEventDrivenIngestionName": "core", "wadoService": {"minReplicas": 5, "maxReplicas": 2}}
+        spec = {
+            "bucketConfigName": "img-ingest-s3",
+            "bucketSecretName": "img-ingest-s3",
+            "dicomEventDrivenIngestionName": "core",
+            "wadoService": {"minReplicas": 5, "maxReplicas": 2},
+        }
         await create_cr(client, spec)
         status = await eventually(lambda: cr_status(kmock).get("phase") == "Failing" and cr_status(kmock))
         assert "spec.wadoService.maxReplicas" in status["message"]
@@ -265,8 +313,12 @@ async def test_delete_releases_the_resource_and_leaves_cleanup_to_owner_referenc
     seed(kmock)
     async with running_operator(kmock):
         cr = await create_cr(client)
-        await eventually(lambda: FINALIZER in ((stored(kmock, CRS, "img-ingest") or {})
-                                                .get("metadata", {}).get("finalizers") or []))
+        await eventually(
+            lambda: (
+                FINALIZER
+                in ((stored(kmock, CRS, "img-ingest") or {}).get("metadata", {}).get("finalizers") or [])
+            )
+        )
         await eventually(lambda: stored(kmock, SINKS, "img-ingest-stow-sink-binding"))
         await client.delete(IngestionService, "img-ingest", namespace=NS)
         # kopf stops the resync timer and removes its finalizer; the emulator then drops the object.
@@ -275,8 +327,11 @@ async def test_delete_releases_the_resource_and_leaves_cleanup_to_owner_referenc
         await asyncio.sleep(3 * RESYNC)
         # No writes after the delete.
         assert len(kmock.objects[KSVC, NS, "img-ingest-stow"].history) == writes_before
-    for resource, name in [(KSVC, "img-ingest-stow"), (KSVC, "img-ingest-wado"),
-                           (SINKS, "img-ingest-stow-sink-binding")]:
+    for resource, name in [
+        (KSVC, "img-ingest-stow"),
+        (KSVC, "img-ingest-wado"),
+        (SINKS, "img-ingest-stow-sink-binding"),
+    ]:
         owners = (stored(kmock, resource, name) or {})["metadata"]["ownerReferences"]
         assert owners[0]["uid"] == cr["metadata"]["uid"]
         assert owners[0]["blockOwnerDeletion"] is True
@@ -288,7 +343,8 @@ async def test_api_errors_become_failing_status_not_crashes(
     seed(kmock)
     # As if RBAC denied reading Secrets.
     forbidden = kmock["get", k8s_resource("v1/secrets")] << KubernetesError(
-        status=403, reason="Forbidden", message="secrets is forbidden")
+        status=403, reason="Forbidden", message="secrets is forbidden"
+    )
     async with running_operator(kmock):
         await create_cr(client)
         status = await eventually(lambda: cr_status(kmock).get("phase") == "Failing" and cr_status(kmock))
@@ -302,18 +358,36 @@ async def test_kopf_run_starts_the_operator_from_a_kubeconfig(
     """The documented start-up, `kopf run ... -m dicomweb_operator.main`, as a real process."""
     seed(kmock)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": str(kmock.url)}}],
-        "users": [{"name": "emulator", "user": {}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
-    }))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DICOMWEB_RESYNC_SECONDS": str(RESYNC),
-           "DICOMWEB_STOW_IMAGE": "registry.test/stow:9"}
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [{"name": "emulator", "cluster": {"server": str(kmock.url)}}],
+                "users": [{"name": "emulator", "user": {}}],
+                "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "DICOMWEB_RESYNC_SECONDS": str(RESYNC),
+        "DICOMWEB_STOW_IMAGE": "registry.test/stow:9",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-        "-m", "dicomweb_operator.main",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kopf",
+        "run",
+        "--standalone",
+        "--all-namespaces",
+        "-m",
+        "dicomweb_operator.main",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await create_cr(client)

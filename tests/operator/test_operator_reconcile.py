@@ -52,12 +52,20 @@ def converged(cr: dict[str, Any], config: OperatorConfig) -> Observed:
         name = cr["metadata"]["name"]
         ns = cr["metadata"]["namespace"]
         observed = Observed(
-            bucket_config=True, bucket_secret=True, broker=True,
+            bucket_config=True,
+            bucket_secret=True,
+            broker=True,
             catalog_secret_keys=observed.catalog_secret_keys,
-            stow_service=ready(objs[f"{name}-stow"], url=f"https://{name}-stow.{ns}.example.com",
-                               address=f"http://{name}-stow.{ns}.svc.cluster.local"),
-            wado_service=ready(objs[f"{name}-wado"], url=f"https://{name}-wado.{ns}.example.com",
-                               address=f"http://{name}-wado.{ns}.svc.cluster.local"),
+            stow_service=ready(
+                objs[f"{name}-stow"],
+                url=f"https://{name}-stow.{ns}.example.com",
+                address=f"http://{name}-stow.{ns}.svc.cluster.local",
+            ),
+            wado_service=ready(
+                objs[f"{name}-wado"],
+                url=f"https://{name}-wado.{ns}.example.com",
+                address=f"http://{name}-wado.{ns}.svc.cluster.local",
+            ),
             sink_binding=ready(objs[f"{name}-stow-sink-binding"]),
         )
     return observed
@@ -84,21 +92,28 @@ def test_autoscaling_annotations_and_concurrency_come_from_the_spec(config: Oper
     stow = objs["img-ingest-stow"]["spec"]["template"]
     wado = objs["img-ingest-wado"]["spec"]["template"]
     assert stow["metadata"]["annotations"] == {
-        "autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/max-scale": "7"}
+        "autoscaling.knative.dev/min-scale": "1",
+        "autoscaling.knative.dev/max-scale": "7",
+    }
     assert stow["spec"]["containerConcurrency"] == 10
     assert wado["metadata"]["annotations"] == {
-        "autoscaling.knative.dev/min-scale": "2", "autoscaling.knative.dev/max-scale": "0"}
+        "autoscaling.knative.dev/min-scale": "2",
+        "autoscaling.knative.dev/max-scale": "0",
+    }
     assert wado["spec"]["containerConcurrency"] == 50
 
 
 def test_defaults_fill_in_an_almost_empty_spec(config: OperatorConfig) -> None:
-    cr = make_cr({"bucketConfigName": "cfg", "bucketSecretName": "sec",
-                  "dicomEventDrivenIngestionName": "core"})
+    cr = make_cr(
+        {"bucketConfigName": "cfg", "bucketSecretName": "sec", "dicomEventDrivenIngestionName": "core"}
+    )
     objs = by_name(reconcile(cr, ALL_DEPS, config).manifests)
     stow = objs["img-ingest-stow"]["spec"]["template"]
     container = stow["spec"]["containers"][0]
     assert stow["metadata"]["annotations"] == {
-        "autoscaling.knative.dev/min-scale": "0", "autoscaling.knative.dev/max-scale": "3"}
+        "autoscaling.knative.dev/min-scale": "0",
+        "autoscaling.knative.dev/max-scale": "3",
+    }
     assert stow["spec"]["containerConcurrency"] == 0
     assert container["image"] == "registry.test/stow:1"
     assert container["imagePullPolicy"] == "IfNotPresent"
@@ -181,8 +196,9 @@ def test_query_endpoint_override(config: OperatorConfig) -> None:
 def test_catalog_database_secret_becomes_catalog_url_on_both_services(config: OperatorConfig) -> None:
     cr = make_cr()
     cr["spec"]["catalogDatabaseSecret"] = {"name": "catalog-db"}
-    observed = Observed(bucket_config=True, bucket_secret=True, broker=True,
-                        catalog_secret_keys=frozenset({"CATALOG_URL"}))
+    observed = Observed(
+        bucket_config=True, bucket_secret=True, broker=True, catalog_secret_keys=frozenset({"CATALOG_URL"})
+    )
     objs = by_name(reconcile(cr, observed, config).manifests)
     for name in ("img-ingest-stow", "img-ingest-wado"):
         expected = {"secretKeyRef": {"name": "catalog-db", "key": "CATALOG_URL"}}
@@ -193,8 +209,9 @@ def test_catalog_database_secret_becomes_catalog_url_on_both_services(config: Op
 def test_catalog_secret_key_is_configurable(config: OperatorConfig) -> None:
     cr = make_cr()
     cr["spec"]["catalogDatabaseSecret"] = {"name": "pg", "key": "dsn"}
-    observed = Observed(bucket_config=True, bucket_secret=True, broker=True,
-                        catalog_secret_keys=frozenset({"dsn"}))
+    observed = Observed(
+        bucket_config=True, bucket_secret=True, broker=True, catalog_secret_keys=frozenset({"dsn"})
+    )
     env = env_of(by_name(reconcile(cr, observed, config).manifests)["img-ingest-stow"])
     assert env["CATALOG_URL"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
 
@@ -203,35 +220,45 @@ def test_sink_binding_binds_the_stow_service_to_the_broker_of_the_ingestion(conf
     binding = by_name(reconcile(make_cr(), ALL_DEPS, config).manifests)["img-ingest-stow-sink-binding"]
     assert binding["apiVersion"] == "sources.knative.dev/v1"
     assert binding["spec"]["subject"] == {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "img-ingest-stow"}
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "img-ingest-stow",
+    }
     assert binding["spec"]["sink"]["ref"] == {
-        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "core-broker",
-        "namespace": "imaging"}
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "name": "core-broker",
+        "namespace": "imaging",
+    }
 
 
 def test_every_object_is_owned_by_the_custom_resource(config: OperatorConfig) -> None:
     cr = make_cr()
     for obj in reconcile(cr, ALL_DEPS, config).manifests:
-        assert obj["metadata"]["ownerReferences"] == [{
-            "apiVersion": "imaging-ingestion.alvearie.org/v1alpha1",
-            "kind": "DicomwebIngestionService",
-            "name": "img-ingest",
-            "uid": cr["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }]
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "imaging-ingestion.alvearie.org/v1alpha1",
+                "kind": "DicomwebIngestionService",
+                "name": "img-ingest",
+                "uid": cr["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "img-ingest"
 
 
 def test_images_pull_policy_pull_secrets_and_resources_per_service(config: OperatorConfig) -> None:
     cr = make_cr()
     cr["spec"]["imagePullSecrets"] = [{"name": "shared"}]
-    cr["spec"]["stowService"].update({
-        "image": "registry.test/custom-stow@sha256:" + "a" * 64,
-        "imagePullPolicy": "Always",
-        "imagePullSecrets": [{"name": "stow-only"}, {"name": "shared"}],
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-    })
+    cr["spec"]["stowService"].update(
+        {
+            "image": "registry.test/custom-stow@sha256:" + "a" * 64,
+            "imagePullPolicy": "Always",
+            "imagePullSecrets": [{"name": "stow-only"}, {"name": "shared"}],
+            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        }
+    )
     objs = by_name(reconcile(cr, ALL_DEPS, config).manifests)
     stow = objs["img-ingest-stow"]["spec"]["template"]["spec"]
     wado = objs["img-ingest-wado"]["spec"]["template"]["spec"]
@@ -239,7 +266,9 @@ def test_images_pull_policy_pull_secrets_and_resources_per_service(config: Opera
     assert stow["containers"][0]["imagePullPolicy"] == "Always"
     assert stow["imagePullSecrets"] == [{"name": "shared"}, {"name": "stow-only"}]
     assert stow["containers"][0]["resources"] == {
-        "requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
     assert wado["containers"][0]["image"] == "registry.test/wado:1"
     assert wado["imagePullSecrets"] == [{"name": "shared"}]
     assert wado["containers"][0]["resources"] == {}
@@ -276,8 +305,9 @@ def test_missing_catalog_secret_or_key_fails(config: OperatorConfig) -> None:
     plan = reconcile(cr, ALL_DEPS, config)
     assert plan.status["phase"] == "Failing"
     assert "Secret 'catalog-db'" in plan.status["message"]
-    observed = Observed(bucket_config=True, bucket_secret=True, broker=True,
-                        catalog_secret_keys=frozenset({"other"}))
+    observed = Observed(
+        bucket_config=True, bucket_secret=True, broker=True, catalog_secret_keys=frozenset({"other"})
+    )
     plan = reconcile(cr, observed, config)
     assert plan.status["phase"] == "Failing"
     assert "no key 'CATALOG_URL'" in plan.status["message"]
@@ -395,7 +425,8 @@ def test_services_not_ready_yet_give_reconciling_with_knatives_reason(config: Op
     observed = converged(cr, config)
     wado = copy.deepcopy(dict(observed.wado_service or {}))
     wado["status"]["conditions"] = [
-        {"type": "Ready", "status": "False", "message": "Revision failed: ImagePullBackOff"}]
+        {"type": "Ready", "status": "False", "message": "Revision failed: ImagePullBackOff"}
+    ]
     plan = reconcile(cr, Observed(**{**observed.__dict__, "wado_service": wado}), config)
     assert plan.status["phase"] == "Reconciling"
     assert "ImagePullBackOff" in plan.status["message"]
@@ -403,8 +434,10 @@ def test_services_not_ready_yet_give_reconciling_with_knatives_reason(config: Op
 
 
 def test_a_change_not_yet_observed_by_knative_is_not_ready() -> None:
-    obj = {"metadata": {"generation": 3}, "status": {"observedGeneration": 2,
-                                                      "conditions": [{"type": "Ready", "status": "True"}]}}
+    obj = {
+        "metadata": {"generation": 3},
+        "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
     assert knative_ready(obj)[0] is False
     obj["status"]["observedGeneration"] = 3
     assert knative_ready(obj) == (True, "")
@@ -445,9 +478,15 @@ def test_is_subset_rules() -> None:
 def test_status_patch_sets_changes_and_deletes_stale_map_keys() -> None:
     from dicomweb_operator.handlers import status_patch
 
-    current = {"phase": "Ready", "ready": True,
-               "secondaryResources": {"Service": ["a"], "SinkBinding": ["b"]}}
+    current = {
+        "phase": "Ready",
+        "ready": True,
+        "secondaryResources": {"Service": ["a"], "SinkBinding": ["b"]},
+    }
     desired = {"phase": "Failing", "ready": False, "secondaryResources": {"Service": ["a"]}}
     assert status_patch(current, desired) == {
-        "phase": "Failing", "ready": False, "secondaryResources": {"SinkBinding": None}}
+        "phase": "Failing",
+        "ready": False,
+        "secondaryResources": {"SinkBinding": None},
+    }
     assert status_patch(desired, desired) == {}

@@ -17,10 +17,19 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
-spec_keys = st.sampled_from([
-    "bucketConfigName", "bucketSecretName", "dicomEventDrivenIngestionName", "providerName", "stowService",
-    "wadoService", "imagePullSecrets", "catalogDatabaseSecret", "queryEndpoint",
-])
+spec_keys = st.sampled_from(
+    [
+        "bucketConfigName",
+        "bucketSecretName",
+        "dicomEventDrivenIngestionName",
+        "providerName",
+        "stowService",
+        "wadoService",
+        "imagePullSecrets",
+        "catalogDatabaseSecret",
+        "queryEndpoint",
+    ]
+)
 
 
 def test_seed_spec_parses_to_its_values() -> None:
@@ -56,13 +65,22 @@ def test_any_json_spec_either_parses_or_raises_invalid_spec(raw: dict[str, Any])
 
 
 def test_operator_config_from_env() -> None:
-    config = OperatorConfig.from_env({
-        "DICOMWEB_STOW_IMAGE": "r/stow:2", "DICOMWEB_WADO_IMAGE": "r/wado:2",
-        "DICOMWEB_IMAGE_PULL_POLICY": "Always", "DICOMWEB_RESYNC_SECONDS": "5",
-        "DICOMWEB_CLUSTER_DOMAIN": "corp.local",
-    })
-    assert config == OperatorConfig(stow_image="r/stow:2", wado_image="r/wado:2", image_pull_policy="Always",
-                                    resync_seconds=5.0, cluster_domain="corp.local")
+    config = OperatorConfig.from_env(
+        {
+            "DICOMWEB_STOW_IMAGE": "r/stow:2",
+            "DICOMWEB_WADO_IMAGE": "r/wado:2",
+            "DICOMWEB_IMAGE_PULL_POLICY": "Always",
+            "DICOMWEB_RESYNC_SECONDS": "5",
+            "DICOMWEB_CLUSTER_DOMAIN": "corp.local",
+        }
+    )
+    assert config == OperatorConfig(
+        stow_image="r/stow:2",
+        wado_image="r/wado:2",
+        image_pull_policy="Always",
+        resync_seconds=5.0,
+        cluster_domain="corp.local",
+    )
     assert OperatorConfig.from_env({}) == OperatorConfig()
 
 

@@ -429,9 +429,7 @@ def message(draw: st.DrawFn) -> tuple[bytes, bytes, Parts, list[int]]:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(message(), st.sampled_from([bytes, bytearray, memoryview]))
-def test_any_chunking_gives_the_same_parts(
-    msg: tuple[bytes, bytes, Parts, list[int]], kind: type
-) -> None:
+def test_any_chunking_gives_the_same_parts(msg: tuple[bytes, bytes, Parts, list[int]], kind: type) -> None:
     boundary, body, parts, cuts = msg
     whole = parse(body, boundary=boundary)
     assert whole == parts

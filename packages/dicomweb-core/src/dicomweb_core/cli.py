@@ -9,9 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import load_settings
 from .errors import ConfigError, DicomwebError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 log = logging.getLogger("dicomweb")
 
@@ -19,7 +23,9 @@ _ENV_PREFIX = "DICOMWEB_"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dicomweb", description="DICOMweb Ingestion Service (STOW-RS, QIDO-RS, WADO-RS)")
+    p = argparse.ArgumentParser(
+        prog="dicomweb", description="DICOMweb Ingestion Service (STOW-RS, QIDO-RS, WADO-RS)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     default_port = int(os.environ.get("PORT", "8080") or 8080)
 
@@ -27,22 +33,36 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", default=host, help=f"listen address (default {host})")
         sp.add_argument("--port", type=int, default=default_port, help="listen port (default $PORT or 8080)")
         sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-        sp.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow this CORS origin ('*' for any)")
+        sp.add_argument(
+            "--cors",
+            action="append",
+            default=[],
+            metavar="ORIGIN",
+            help="allow this CORS origin ('*' for any)",
+        )
         sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     serve = sub.add_parser("serve", help="STOW + WADO + QIDO in one process on a local folder and SQLite")
     common(serve, "127.0.0.1")
-    serve.add_argument("--data-dir", default="./dicomweb-data", help="objects and catalog (default ./dicomweb-data)")
-    serve.add_argument("--catalog-url", default="", help="override the catalog (default SQLite in --data-dir)")
+    serve.add_argument(
+        "--data-dir", default="./dicomweb-data", help="objects and catalog (default ./dicomweb-data)"
+    )
+    serve.add_argument(
+        "--catalog-url", default="", help="override the catalog (default SQLite in --data-dir)"
+    )
     for name in ("stow-svc", "wado-svc"):
         sp = sub.add_parser(name, help=f"the {name[:4].upper()} service alone (configured by environment)")
         common(sp, "0.0.0.0")
-        sp.add_argument("--data-dir", default=None, help="file store instead of S3 (default: BUCKET_* config)")
+        sp.add_argument(
+            "--data-dir", default=None, help="file store instead of S3 (default: BUCKET_* config)"
+        )
         sp.add_argument("--catalog-url", default="", help="default $CATALOG_URL")
     reindex = sub.add_parser("reindex", help="rebuild the catalog by scanning the stored objects' headers")
     reindex.add_argument("--data-dir", default=None, help="file store (default: BUCKET_* config, else none)")
     reindex.add_argument("--catalog-url", default="", help="default $CATALOG_URL (SQLite in --data-dir)")
-    reindex.add_argument("--prefix", default="studies/", help="only objects under this prefix (default studies/)")
+    reindex.add_argument(
+        "--prefix", default="studies/", help="only objects under this prefix (default studies/)"
+    )
     reindex.add_argument("--concurrency", type=int, default=8, help="objects scanned at once (default 8)")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -83,7 +103,7 @@ def _run_reindex(args: argparse.Namespace) -> int:
         return 1
 
 
-def create_app_from_env():  # type: ignore[no-untyped-def]
+def create_app_from_env() -> Starlette:
     """uvicorn factory (``--workers`` > 1 re-imports the app in each worker from the environment)."""
     from .runtime import build_runtime
     from .server import build_app, discover_services
@@ -92,18 +112,19 @@ def create_app_from_env():  # type: ignore[no-untyped-def]
     command = env.get(_ENV_PREFIX + "COMMAND", "serve")
     settings = load_settings()
     runtime = build_runtime(settings)
-    factories = discover_services()
+    installed = discover_services()
     wanted = {"serve": ["stow", "wado"], "stow-svc": ["stow"], "wado-svc": ["wado"]}[command]
-    missing = [name for name in wanted if name not in factories]
+    missing = [name for name in wanted if name not in installed]
     if missing:
         raise ConfigError(f"service package(s) not installed: {', '.join(missing)}")
-    services = [factories[name](runtime) for name in wanted]
-    return build_app(runtime, services, combined=command == "serve")
+    return build_app(runtime, {name: installed[name] for name in wanted}, combined=command == "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ[_ENV_PREFIX + "COMMAND"] = args.command
     if args.data_dir:
         os.environ[_ENV_PREFIX + "DATA_DIR"] = str(Path(args.data_dir).resolve())

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from pydicom._dicom_dict import DicomDictionary
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.tag import Tag
 
 from .models import PixelDataInfo
@@ -50,7 +51,7 @@ _BULK_RAW = (BULK_DATA_THRESHOLD // 4) * 3
 
 
 def _charset(ds: Dataset) -> str:
-    raw = ds._dict.get(0x00080005)
+    raw = ds._dict.get(0x00080005)  # type: ignore[call-overload]
     if raw is None:
         return "latin-1"
     value = raw.value
@@ -66,8 +67,8 @@ def _charset(ds: Dataset) -> str:
 
 def _fast_dataset(ds: Dataset, bulk: Callable[[int], str], encoding: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for tag, elem in ds._dict.items():
-        tag = int(tag)
+    for key, elem in ds._dict.items():
+        tag = int(key)
         if tag >> 16 == 0x0002:
             continue  # file meta is not part of the data set
         try:
@@ -108,7 +109,10 @@ def _fast_element(tag: int, elem: Any, bulk: Callable[[int], str], encoding: str
         size = struct.calcsize(fmt)
         if len(value) % size:
             raise _Unsupported("odd binary number length")
-        return {"vr": vr, "Value": list(struct.unpack(f"{'<' if little else '>'}{len(value) // size}{fmt}", value))}
+        return {
+            "vr": vr,
+            "Value": list(struct.unpack(f"{'<' if little else '>'}{len(value) // size}{fmt}", value)),
+        }
     if vr == "AT":
         words = struct.unpack(f"{'<' if little else '>'}{len(value) // 2}H", value[: len(value) // 4 * 4])
         return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
@@ -181,7 +185,6 @@ def to_dicom_json(
         # Unusual character sets, malformed values: pydicom's converter decides.
         out = _pydicom_json(ds, bulk_handler)
     if pixel_data is not None:
-
         vr = "OB" if pixel_data.encapsulated or ds.get("BitsAllocated", 16) <= 8 else "OW"
         if pixel_data.tag != 0x7FE00010:
             vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_data.tag, vr)

@@ -1,12 +1,11 @@
 """Tag tables for QIDO-RS: which attributes belong to which level, and which are returned.
 
 Tags are ``int`` (``0x0020000D``); DICOM JSON keys are their 8-digit upper-case hex form.
-Keyword/tag/VR lookups go through pydicom's data dictionary.
+Keyword/tag/VR lookups go through pydicom's data dictionary, imported on first use (pydicom
+pulls in numpy: not something a service's start-up should wait for).
 """
 
 from __future__ import annotations
-
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 STUDY_UID = 0x0020000D
 SERIES_UID = 0x0020000E
@@ -68,6 +67,8 @@ def lookup_tag(key: str) -> int | None:
             return int(key, 16)
         except ValueError:
             pass
+    from pydicom.datadict import tag_for_keyword
+
     tag = tag_for_keyword(key)
     return int(tag) if tag is not None else None
 
@@ -75,6 +76,8 @@ def lookup_tag(key: str) -> int | None:
 def vr_of(tag: int) -> str | None:
     """The dictionary VR of ``tag`` (first of a multi-VR entry), or ``None`` if unknown."""
     try:
+        from pydicom.datadict import dictionary_VR
+
         return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
         return None
@@ -82,4 +85,6 @@ def vr_of(tag: int) -> str | None:
 
 def keyword_of(tag: int) -> str:
     """The keyword of ``tag``, or its hex form for private/unknown tags."""
+    from pydicom.datadict import keyword_for_tag
+
     return str(keyword_for_tag(tag)) or tag_hex(tag)

@@ -77,17 +77,6 @@ class OutboxDispatcher:
             self._task = None
         await self._sender.close()
 
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Wait until the outbox is empty (tests and graceful shutdown)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if not await self._catalog.pending_events(limit=1):
-                return
-            self.notify()
-            await asyncio.sleep(0.05)
-        raise TimeoutError("outbox not drained")
-
     async def _run(self) -> None:
         delay = self._backoff
         while True:

@@ -97,7 +97,9 @@ class IngestOptions:
 class PartIngest:
     """One part in flight: tee chunks to the scanner and (once the key is known) the writer."""
 
-    def __init__(self, store: ObjectStore, options: IngestOptions, study_uid: str | None, media_type: str) -> None:
+    def __init__(
+        self, store: ObjectStore, options: IngestOptions, study_uid: str | None, media_type: str
+    ) -> None:
         self._store = store
         self._options = options
         self._study_uid = study_uid
@@ -273,9 +275,7 @@ class StowPipeline:
         self.catalog = catalog
         self.options = options
 
-    async def run(
-        self, body: AsyncIterator[bytes], boundary: bytes, study_uid: str | None
-    ) -> StowOutcome:
+    async def run(self, body: AsyncIterator[bytes], boundary: bytes, study_uid: str | None) -> StowOutcome:
         reader = MultipartRelatedReader(boundary)
         outcome = StowOutcome()
         part: PartIngest | None = None
@@ -299,7 +299,11 @@ class StowPipeline:
         return outcome
 
     async def _on_event(
-        self, event: PartStart | PartData | PartEnd, part: PartIngest | None, study_uid: str | None, outcome: StowOutcome
+        self,
+        event: PartStart | PartData | PartEnd,
+        part: PartIngest | None,
+        study_uid: str | None,
+        outcome: StowOutcome,
     ) -> PartIngest | None:
         if isinstance(event, PartData):
             assert part is not None
@@ -331,7 +335,10 @@ class StowPipeline:
                 await self._remove_unacknowledged(stored)
                 outcome.failed.append(
                     PartFailure(
-                        PROCESSING_FAILURE, exc.reason, stored.record.sop_class_uid, stored.record.sop_instance_uid
+                        PROCESSING_FAILURE,
+                        exc.reason,
+                        stored.record.sop_class_uid,
+                        stored.record.sop_instance_uid,
                     )
                 )
             return

@@ -19,7 +19,7 @@ class PixelDataInfo:
 
     ``value_offset`` is the offset of the first value byte (after the element header).
     ``length`` is the defined length, or ``None`` for encapsulated (undefined length).
-    Native: ``frames`` holds one range per frame (``number_of_frames`` × ``frame_size``).
+    Native: ``frames`` holds one range per frame (``number_of_frames`` times ``frame_size``).
     Encapsulated: ``basic_offset_table`` holds the BOT entries (may be empty), ``fragments``
     every fragment item's value range, and ``frames`` the byte ranges per frame when they
     are known (one fragment per frame, or from the BOT); otherwise empty.
@@ -45,7 +45,10 @@ def shift_pixel_data(info: PixelDataInfo, delta: int) -> PixelDataInfo:
         return tuple(Fragment(f.offset + delta, f.length) for f in frags)
 
     return replace(
-        info, value_offset=info.value_offset + delta, fragments=moved(info.fragments), frames=moved(info.frames)
+        info,
+        value_offset=info.value_offset + delta,
+        fragments=moved(info.fragments),
+        frames=moved(info.frames),
     )
 
 

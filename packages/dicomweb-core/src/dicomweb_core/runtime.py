@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .catalog.base import Catalog, OutboxEvent
 from .config import Settings
 from .dispatcher import OutboxDispatcher
 from .errors import CatalogError, ConfigError, DicomwebError, StoreError
 from .events import STUDY_QUIET, EventSender, StoreInfo, new_event, study_event_body
-from .ingest import IngestOptions
 from .stores.base import ObjectStore
+
+if TYPE_CHECKING:
+    from .ingest import IngestOptions
 
 log = logging.getLogger("dicomweb")
 
@@ -49,6 +52,8 @@ class Runtime:
 
     @property
     def ingest_options(self) -> IngestOptions:
+        from .ingest import IngestOptions  # pydicom: loaded with the services, not at start-up
+
         s = self.settings
         return IngestOptions(
             max_header_size=s.max_header_size,
@@ -102,7 +107,9 @@ def build_store(settings: Settings) -> ObjectStore:
 
         return S3ObjectStore(load_bucket_config(settings.env), part_size=settings.s3_part_size)
     if settings.data_dir is None:
-        raise ConfigError("no object store configured: set --data-dir (or DICOMWEB_DATA_DIR) or BUCKET_* variables")
+        raise ConfigError(
+            "no object store configured: set --data-dir (or DICOMWEB_DATA_DIR) or BUCKET_* variables"
+        )
     from .stores.file import FileObjectStore
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)

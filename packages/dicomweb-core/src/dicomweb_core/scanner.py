@@ -51,6 +51,8 @@ def _data_start(buf: bytearray) -> int:
     if buf[:2] == b"\x02\x00" and buf[4:6].isalpha() and buf[4:6].isupper():
         return 0
     raise DicomFormatError("not a DICOM Part-10 file (no 'DICM' prefix at offset 128, no file meta group)")
+
+
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_DELIM = 0xFFFEE00D
@@ -605,7 +607,6 @@ class DicomHeaderScanner:
 
 
 # ---------------------------------------------------------------------- frame helpers
-
 
 
 def _number_of_frames(ds: pydicom.Dataset) -> int:

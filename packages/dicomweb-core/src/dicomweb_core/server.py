@@ -7,18 +7,21 @@ mounts every service at its own root and all of them together under ``/dicomweb`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import Receive, Scope, Send
 
 from .errors import DicomwebError
 from .runtime import Runtime
@@ -26,6 +29,13 @@ from .runtime import Runtime
 log = logging.getLogger("dicomweb")
 
 COMBINED_ROOT = "/dicomweb"
+#: Where each service is mounted (the seed's split); the service's own ``Service.root`` agrees.
+SERVICE_ROOTS = {"stow": "/stow-rs", "wado": "/wado-rs"}
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the services failed: %s", task.exception())
 
 
 @dataclass
@@ -39,11 +49,52 @@ class Service:
 ServiceFactory = Callable[[Runtime], Service]
 
 
-def discover_services() -> dict[str, ServiceFactory]:
-    found: dict[str, ServiceFactory] = {}
-    for ep in entry_points(group="dicomweb.apps"):
-        found[ep.name] = ep.load()
-    return found
+def discover_services() -> dict[str, EntryPoint]:
+    """The installed services, not yet imported (see :class:`ServiceLoader`)."""
+    return {ep.name: ep for ep in entry_points(group="dicomweb.apps")}
+
+
+class ServiceLoader:
+    """Imports the service packages off the start-up path.
+
+    Their imports (pydicom, numpy, Pillow, ...) are most of a cold start, and Knative scales
+    from zero on ``/readyz``: that answers as soon as the store and the catalog do, while the
+    services load in a worker thread. A request that arrives earlier waits for them.
+    """
+
+    def __init__(self, runtime: Runtime, entries: dict[str, EntryPoint]) -> None:
+        self._runtime = runtime
+        self._entries = entries
+        self._lock = threading.Lock()
+        self._services: dict[str, Service] | None = None
+
+    def load(self) -> dict[str, Service]:
+        with self._lock:
+            if self._services is None:
+                self._services = {name: ep.load()(self._runtime) for name, ep in self._entries.items()}
+            return self._services
+
+    async def aload(self) -> dict[str, Service]:
+        services = self._services
+        return services if services is not None else await asyncio.to_thread(self.load)
+
+
+class LazyRouter:
+    """The routes of some services, built on first use (ASGI app for a :class:`Mount`)."""
+
+    def __init__(self, loader: ServiceLoader, names: Sequence[str]) -> None:
+        self._loader = loader
+        self._names = list(names)
+        self._router: Router | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._router is None:
+            services = await self._loader.aload()
+            routes: list[BaseRoute] = []
+            for name in self._names:
+                routes.extend(services[name].routes)
+            self._router = Router(routes=routes)
+        await self._router(scope, receive, send)
 
 
 def error_response(exc: DicomwebError) -> Response:
@@ -61,7 +112,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("internal error\n", status_code=500)
 
 
-def build_app(runtime: Runtime, services: Sequence[Service], *, combined: bool) -> Starlette:
+def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bool) -> Starlette:
+    """``services``: name -> entry point of the services to serve. Each is mounted at its own
+    root (``/stow-rs``, ``/wado-rs``); with ``combined``, all of them also under ``/dicomweb``."""
+    loader = ServiceLoader(runtime, services)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -73,17 +128,16 @@ def build_app(runtime: Runtime, services: Sequence[Service], *, combined: bool) 
         return PlainTextResponse("ready\n")
 
     routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
-    for service in services:
-        routes.append(Mount(service.root, routes=service.routes))
+    for name in services:
+        routes.append(Mount(SERVICE_ROOTS[name], app=LazyRouter(loader, [name])))
     if combined:
-        merged: list[BaseRoute] = []
-        for service in services:
-            merged.extend(service.routes)
-        routes.append(Mount(COMBINED_ROOT, routes=merged))
+        routes.append(Mount(COMBINED_ROOT, app=LazyRouter(loader, list(services))))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        warm = asyncio.create_task(loader.aload(), name="load-services")
+        warm.add_done_callback(_log_failure)
         try:
             yield
         finally:

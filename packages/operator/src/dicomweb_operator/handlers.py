@@ -158,11 +158,13 @@ def register(
     @kopf.on.resume(*resource, registry=registry, id="resume")
     @kopf.on.create(*resource, registry=registry, id="create")
     @kopf.on.update(*resource, field="spec", registry=registry, id="update")
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger,
-                        **_: Any) -> None:
+    async def on_change(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
         await run(body, patch, memo, logger)
 
     @kopf.timer(*resource, interval=config.resync_seconds, registry=registry, id="resync")
-    async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger,
-                     **_: Any) -> None:
+    async def resync(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    ) -> None:
         await run(body, patch, memo, logger)

@@ -156,9 +156,7 @@ def common_env(spec: IngestionSpec) -> list[dict[str, Any]]:
     ]
     if spec.catalog_database is not None:
         ref = spec.catalog_database
-        env.append(
-            {"name": "CATALOG_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
+        env.append({"name": "CATALOG_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
 
 

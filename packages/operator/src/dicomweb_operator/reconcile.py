@@ -272,8 +272,7 @@ def is_subset(desired: Any, actual: Any) -> bool:
         if not isinstance(actual, list):
             return False
         actual = [
-            item for item in actual
-            if not (isinstance(item, Mapping) and item.get("name") in _INJECTED_ENV)
+            item for item in actual if not (isinstance(item, Mapping) and item.get("name") in _INJECTED_ENV)
         ]
         return len(actual) == len(desired) and all(
             is_subset(d, a) for d, a in zip(desired, actual, strict=True)

@@ -36,7 +36,9 @@ class StowEndpoint:
         cap = self.runtime.settings.max_request_size
         declared = request.headers.get("content-length", "")
         if cap and declared.isdigit() and int(declared) > cap:
-            raise PayloadTooLargeError(f"request body of {declared} bytes is over the configured cap of {cap} bytes")
+            raise PayloadTooLargeError(
+                f"request body of {declared} bytes is over the configured cap of {cap} bytes"
+            )
         content_type = request.headers.get("content-type", "")
         media_type, params = parse_content_type(content_type)
         body = _body(request)
@@ -47,7 +49,7 @@ class StowEndpoint:
             part_type = params.get("type", "").lower()
             if part_type not in ACCEPTED_TYPES:
                 raise MediaTypeError(
-                    f"multipart/related type {part_type!r} is not supported; send type=\"application/dicom\""
+                    f'multipart/related type {part_type!r} is not supported; send type="application/dicom"'
                 )
             outcome = await self.pipeline.run(body, boundary, study_uid)
         if outcome.stored:

@@ -25,7 +25,11 @@ _WRITE_BUFFER = 1 << 20
 
 def _safe_key(key: str) -> str:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") or p.startswith(_TMP_PREFIX) for p in parts):
+    if (
+        not key
+        or key.startswith("/")
+        or any(p in ("", ".", "..") or p.startswith(_TMP_PREFIX) for p in parts)
+    ):
         raise StoreError(f"invalid object key {key!r}")
     return key
 
@@ -118,7 +122,7 @@ def _write_chunks(fd: int, chunks: list[bytes | memoryview]) -> None:
         view = memoryview(chunk)[written:]
         written = 0
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 def _etag(path: Path) -> str:
