@@ -37,6 +37,7 @@ from .errors import (
 from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
+from .rawvalues import raw_int, raw_text
 from .scanner import DicomHeaderScanner, ScanResult
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key
 from .uids import is_valid_uid
@@ -51,6 +52,10 @@ CANNOT_UNDERSTAND = 0xC000
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 DICOM_MEDIA_TYPES = frozenset({"application/dicom"})
+
+#: Closed parts are committed to the store in batches of at most this many parts / bytes.
+BATCH_PARTS = 16
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 class PartFailure(Exception):
@@ -160,8 +165,9 @@ class PartIngest:
     async def abort(self) -> None:
         await self._fail(PartFailure(PROCESSING_FAILURE, "request aborted"))
 
-    async def finish(self) -> StoredPart:
-        """End of the part: make the object durable and build its catalog record and events."""
+    async def finish(self) -> ClosedPart:
+        """End of the part: the object is complete (not yet committed: see
+        :meth:`StowPipeline._flush`, which commits closed parts in batches)."""
         if self._failure is not None:
             raise self._failure
         try:
@@ -170,7 +176,6 @@ class PartIngest:
                 # Header ended without Pixel Data (or a deflated data set): key known only now.
                 await self._open_writer()
             assert self._writer is not None and self._ids is not None
-            stored = await self._writer.commit()
         except DicomFormatError as exc:
             await self._fail(PartFailure(CANNOT_UNDERSTAND, exc.reason, *self._uids_for_failure()))
             raise self._failure from exc  # type: ignore[misc]
@@ -180,18 +185,50 @@ class PartIngest:
         except StoreError as exc:
             await self._fail(PartFailure(PROCESSING_FAILURE, exc.reason, *self._uids_for_failure()))
             raise self._failure from exc  # type: ignore[misc]
-        self._writer = None
-        record, metadata = instance_record(result, self._ids, stored, self._prefix)
+        writer, self._writer = self._writer, None
+        return ClosedPart(writer, result, self._ids, self._prefix, result.total_length)
+
+
+@dataclass(slots=True)
+class ClosedPart:
+    """A part whose bytes are all written but not yet committed to the store."""
+
+    writer: ObjectWriter
+    result: ScanResult
+    ids: tuple[str, str, str, str]
+    prefix: int
+    size: int
+
+    def stored(self, stored: StoredObject, options: IngestOptions) -> StoredPart:
+        record, metadata = instance_record(self.result, self.ids, stored, self.prefix)
         events = []
-        if self._options.emit_events:
+        if options.emit_events:
             body = image_event_body(
                 metadata,
-                transfer_syntax_uid=result.transfer_syntax_uid,
+                transfer_syntax_uid=self.result.transfer_syntax_uid,
                 object_name=stored.key,
-                store=self._options.store_info,
+                store=options.store_info,
             )
-            events.append(new_event(IMAGE_STORED, self._options.event_source, body))
+            events.append(new_event(IMAGE_STORED, options.event_source, body))
         return StoredPart(record=record, events=events, stored=stored)
+
+    def failure(self, reason: str) -> PartFailure:
+        return PartFailure(PROCESSING_FAILURE, reason, self.ids[3], self.ids[2])
+
+
+async def commit_all(store: ObjectStore, writers: list[ObjectWriter]) -> list[StoredObject | StoreError]:
+    """Commit several objects: through the store's batch commit when it has one (the file
+    store: one worker-thread trip, one fsync per directory), else concurrently."""
+    batch = getattr(store, "commit_many", None)
+    if batch is not None:
+        return list(await batch(writers))
+    results = await asyncio.gather(*(w.commit() for w in writers), return_exceptions=True)
+    out: list[StoredObject | StoreError] = []
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, StoreError):
+            raise r
+        out.append(r)
+    return out
 
 
 def instance_record(
@@ -214,7 +251,7 @@ def instance_record(
         size=stored.size,
         metadata=dumps(metadata),
         pixel_data=shift_pixel_data(result.pixel_data, prefix) if result.pixel_data else None,
-        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        instance_number=raw_int(ds, 0x00200013),
         etag=stored.etag,
         created=time.time(),
     )
@@ -227,19 +264,12 @@ def identify(ds: Dataset, study_uid: str | None = None) -> tuple[str, str, str, 
     return _identify(ds, study_uid)
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _identify(ds: Dataset, study_uid: str | None) -> tuple[str, str, str, str]:
     """Validate the identifying UIDs; return (study, series, sop instance, sop class)."""
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-    sop = str(ds.get("SOPInstanceUID", "") or "").strip()
-    study = str(ds.get("StudyInstanceUID", "") or "").strip()
-    series = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    sop_class = raw_text(ds, 0x00080016)
+    sop = raw_text(ds, 0x00080018)
+    study = raw_text(ds, 0x0020000D)
+    series = raw_text(ds, 0x0020000E)
     for name, value in (
         ("SOPClassUID", sop_class),
         ("SOPInstanceUID", sop),
@@ -278,6 +308,7 @@ class StowPipeline:
     async def run(self, body: AsyncIterator[bytes], boundary: bytes, study_uid: str | None) -> StowOutcome:
         reader = MultipartRelatedReader(boundary)
         outcome = StowOutcome()
+        pending: list[ClosedPart] = []
         part: PartIngest | None = None
         received = 0
         cap = self.options.max_request_size
@@ -287,16 +318,32 @@ class StowPipeline:
                 if cap and received > cap:
                     raise PayloadTooLargeError(f"request body larger than the configured cap of {cap} bytes")
                 for event in reader.feed(chunk):
-                    part = await self._on_event(event, part, study_uid, outcome)
+                    part = await self._on_event(event, part, study_uid, outcome, pending)
             for event in reader.close():
-                part = await self._on_event(event, part, study_uid, outcome)
+                part = await self._on_event(event, part, study_uid, outcome, pending)
+            await self._flush(pending, outcome)
             await self._commit(outcome)
         except BaseException:
             if part is not None:
                 await part.abort()
+            for closed in pending:
+                await closed.writer.abort()
             await self._rollback(outcome)
             raise
         return outcome
+
+    async def _flush(self, pending: list[ClosedPart], outcome: StowOutcome) -> None:
+        """Commit the closed parts to the store, together."""
+        if not pending:
+            return
+        batch = pending[:]
+        results = await commit_all(self.store, [p.writer for p in batch])
+        del pending[: len(batch)]
+        for closed, result in zip(batch, results, strict=True):
+            if isinstance(result, StoreError):
+                outcome.failed.append(closed.failure(result.reason))
+            else:
+                outcome.stored.append(closed.stored(result, self.options))
 
     async def _on_event(
         self,
@@ -304,6 +351,7 @@ class StowPipeline:
         part: PartIngest | None,
         study_uid: str | None,
         outcome: StowOutcome,
+        pending: list[ClosedPart],
     ) -> PartIngest | None:
         if isinstance(event, PartData):
             assert part is not None
@@ -313,9 +361,13 @@ class StowPipeline:
             return PartIngest(self.store, self.options, study_uid, event.media_type)
         assert part is not None
         try:
-            outcome.stored.append(await part.finish())
+            pending.append(await part.finish())
         except PartFailure as failure:
             outcome.failed.append(failure)
+            return None
+        # Bounded: closed parts may still hold up to a buffer's worth of bytes each.
+        if len(pending) >= BATCH_PARTS or sum(p.size for p in pending) >= BATCH_BYTES:
+            await self._flush(pending, outcome)
         return None
 
     async def _commit(self, outcome: StowOutcome) -> None:

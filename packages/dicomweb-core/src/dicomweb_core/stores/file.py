@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ..errors import StoreError
@@ -48,6 +48,7 @@ class FileObjectWriter:
 
     def __init__(self, root: Path, key: str) -> None:
         self._key = key
+        self._root = root
         self._final = root / key
         self._tmp = self._final.parent / f"{_TMP_PREFIX}{os.urandom(8).hex()}"
         self._fd = -1
@@ -73,7 +74,8 @@ class FileObjectWriter:
 
     def _write_sync(self, chunks: list[bytes | memoryview]) -> None:
         if self._fd < 0:
-            self._final.parent.mkdir(parents=True, exist_ok=True)
+            if not self._final.parent.is_dir():
+                _make_dirs_durably(self._final.parent, self._root)
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             self._created = True
         _write_chunks(self._fd, chunks)
@@ -88,14 +90,23 @@ class FileObjectWriter:
         return StoredObject(key=self._key, size=self._size, etag=etag)
 
     def _commit_sync(self, chunks: list[bytes | memoryview]) -> str:
+        self._publish_sync(chunks)
+        _fsync_dir(self._final.parent)
+        return _etag(self._final)
+
+    def _publish_sync(self, chunks: list[bytes | memoryview]) -> None:
+        """Write what is left, fsync the file, rename it over the key (the directory entry is
+        made durable by the caller: one directory fsync can cover several objects)."""
         self._write_sync(chunks)
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
         os.replace(self._tmp, self._final)
         self._created = False
-        _fsync_dir(self._final.parent)
-        return _etag(self._final)
+
+    def _take_pending(self) -> list[bytes | memoryview]:
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        return chunks
 
     async def abort(self) -> None:
         self._pending = []
@@ -139,6 +150,12 @@ class FileObjectStore:
 
     async def open_writer(self, key: str) -> FileObjectWriter:
         return FileObjectWriter(self.root, _safe_key(key))
+
+    async def commit_many(self, writers: Sequence[FileObjectWriter]) -> list[StoredObject | StoreError]:
+        """Commit several objects in one worker-thread trip, fsyncing each directory once.
+        Returns, per writer, its stored object or the error that made it fail (aborted)."""
+        jobs = [(w, w._take_pending()) for w in writers]
+        return await asyncio.to_thread(_commit_many_sync, jobs)
 
     def _path(self, key: str) -> Path:
         return self.root / _safe_key(key)
@@ -196,6 +213,53 @@ class FileObjectStore:
 
     async def close(self) -> None:
         return None
+
+
+def _make_dirs_durably(directory: Path, root: Path) -> None:
+    """Create the missing directories down to ``directory`` and fsync each new entry's parent,
+    so a crash cannot lose the directory an acknowledged object lives in."""
+    missing = []
+    d = directory
+    while not d.is_dir() and d != root:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue  # a concurrent writer made it
+        _fsync_dir(d.parent)
+
+
+def _commit_many_sync(
+    jobs: list[tuple[FileObjectWriter, list[bytes | memoryview]]],
+) -> list[StoredObject | StoreError]:
+    results: list[StoredObject | StoreError] = []
+    published: list[FileObjectWriter] = []
+    for writer, chunks in jobs:
+        try:
+            writer._publish_sync(chunks)
+            published.append(writer)
+            results.append(StoredObject(key=writer._key, size=writer._size, etag=""))
+        except OSError as exc:
+            writer._abort_sync()
+            results.append(StoreError(f"cannot commit object: {exc.strerror or exc}"))
+    failed_dirs: dict[Path, OSError] = {}
+    for directory in {w._final.parent for w in published}:
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            failed_dirs[directory] = exc
+    for i, (writer, _) in enumerate(jobs):
+        result = results[i]
+        if isinstance(result, StoreError):
+            continue
+        error = failed_dirs.get(writer._final.parent)
+        if error is not None:
+            results[i] = StoreError(f"cannot commit object: {error.strerror or error}")
+            continue
+        results[i] = StoredObject(key=result.key, size=result.size, etag=_etag(writer._final))
+    return results
 
 
 def _pread_file(path: Path, start: int, length: int) -> bytes:
