@@ -50,6 +50,10 @@ class SQLiteCatalog:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Point lookups (an instance, a series' instances) run on the event loop over their
+        # own read-only connection: in WAL mode readers never wait for the writer, and an
+        # indexed lookup costs less than the trip to the writer's thread.
+        self._reader: sqlite3.Connection | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -74,6 +78,16 @@ class SQLiteCatalog:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+        if self.path != ":memory:":  # a second connection to :memory: is another database
+            self._reader = _wrap_errors(self._open_reader)()
+
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=64
+        )
+        reader.execute("PRAGMA query_only=1")
+        reader.execute("PRAGMA busy_timeout=10000")
+        return reader
 
     @_wrap_errors
     def _open_sync(self) -> None:
@@ -118,6 +132,9 @@ class SQLiteCatalog:
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         try:
             await self._run(self._close_sync)
         finally:
@@ -233,13 +250,20 @@ class SQLiteCatalog:
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
     ) -> InstanceRecord | None:
         where, params = instance_filter("?", study_uid, series_uid, sop_instance_uid)
-        row = await self._run(self._fetchone, _S.select_records(where), params)
+        if self._reader is not None:
+            row = _wrap_errors(_read_one)(self._reader, _S.select_records(where), params)
+        else:
+            row = await self._run(self._fetchone, _S.select_records(where), params)
         return record_from_row(row) if row is not None else None
 
     async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         where, params = instance_filter("?", study_uid, series_uid, None)
         sql = _S.select_records(where) + " ORDER BY series_uid, instance_number NULLS LAST, sop_instance_uid"
-        return [record_from_row(r) for r in await self._run(self._fetchall, sql, params)]
+        if self._reader is not None:
+            rows = _wrap_errors(_read_all)(self._reader, sql, params)
+        else:
+            rows = await self._run(self._fetchall, sql, params)
+        return [record_from_row(r) for r in rows]
 
     @_wrap_errors
     def _fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -334,3 +358,12 @@ _QUIET_STUDIES = (
     "SELECT study_uid, attrs FROM studies WHERE updated <= ?"
     " AND (quiet_sent IS NULL OR quiet_sent < updated) ORDER BY updated LIMIT ?"
 )
+
+
+def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+    return row
+
+
+def _read_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, params).fetchall()

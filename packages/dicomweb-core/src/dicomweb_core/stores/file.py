@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -19,6 +20,7 @@ from ..errors import StoreError
 from .base import READ_CHUNK, StoredObject
 
 _TMP_PREFIX = ".tmp-"
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 #: Coalesce small writes into one syscall (and one thread hop) per this many bytes.
 _WRITE_BUFFER = 1 << 20
 
@@ -163,23 +165,35 @@ class FileObjectStore:
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
-            f = await asyncio.to_thread(open, path, "rb", buffering=0)
+            fd = os.open(path, os.O_RDONLY)  # metadata is cached: no thread trip for this
         except FileNotFoundError as exc:
             raise StoreError(f"object {key!r} is missing") from exc
         try:
             pos = start
             while end is None or pos < end:
                 want = READ_CHUNK if end is None else min(READ_CHUNK, end - pos)
-                chunk = await asyncio.to_thread(os.pread, f.fileno(), want, pos)
+                chunk = _pread_cached(fd, want, pos)
+                if chunk is None:  # not in the page cache: read it in a worker thread
+                    chunk = await asyncio.to_thread(os.pread, fd, want, pos)
                 if not chunk:
                     break
                 pos += len(chunk)
                 yield chunk
         finally:
-            f.close()
+            os.close(fd)
 
     async def read_range(self, key: str, start: int, length: int) -> bytes:
         path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise StoreError(f"object {key!r} is missing") from exc
+        try:
+            chunk = _pread_cached(fd, length, start)
+            if chunk is not None and (len(chunk) == length or not chunk):
+                return chunk
+        finally:
+            os.close(fd)
         try:
             return await asyncio.to_thread(_pread_file, path, start, length)
         except FileNotFoundError as exc:
@@ -260,6 +274,26 @@ def _commit_many_sync(
             continue
         results[i] = StoredObject(key=result.key, size=result.size, etag=_etag(writer._final))
     return results
+
+
+def _pread_cached(fd: int, length: int, pos: int) -> bytes | None:
+    """Read from the page cache only (``RWF_NOWAIT``), right on the event loop: a hot object
+    costs no thread trip; ``None`` when the data would have to come from the disk."""
+    if _NOWAIT is None:
+        return None
+    buf = bytearray(length)
+    try:
+        n = os.preadv(fd, [buf], pos, _NOWAIT)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return None
+        raise
+    if n == 0 and length:
+        # EOF, or nothing cached at pos: only a blocking read can tell them apart.
+        return None
+    return bytes(memoryview(buf)[:n])
 
 
 def _pread_file(path: Path, start: int, length: int) -> bytes:
