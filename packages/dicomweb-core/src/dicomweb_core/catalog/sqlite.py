@@ -98,7 +98,7 @@ class SQLiteCatalog:
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA busy_timeout=10000")  # for opening and migrating; see below
         conn.execute("PRAGMA foreign_keys=OFF")
         self._conn = conn
         try:
@@ -106,6 +106,9 @@ class SQLiteCatalog:
         except BaseException:
             self._close_sync()
             raise
+        # From now on writes wait for other processes in _begin_immediate, in short steps:
+        # SQLite's own busy handler would answer them in sleeps of up to 100 ms.
+        conn.execute("PRAGMA busy_timeout=0")
 
     def _migrate_sync(self) -> None:
         c = self._c
@@ -153,7 +156,7 @@ class SQLiteCatalog:
 
     def _transaction(self, body: Callable[[sqlite3.Connection], R]) -> R:
         c = self._c
-        c.execute("BEGIN IMMEDIATE")
+        _begin_immediate(c)
         try:
             result = body(c)
             c.execute("COMMIT")
@@ -358,6 +361,27 @@ _QUIET_STUDIES = (
     "SELECT study_uid, attrs FROM studies WHERE updated <= ?"
     " AND (quiet_sent IS NULL OR quiet_sent < updated) ORDER BY updated LIMIT ?"
 )
+
+
+def _begin_immediate(c: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """BEGIN IMMEDIATE, waiting for another process' write transaction in short steps.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between attempts; with several
+    worker processes sharing one file, a writer mostly waits for a commit that takes a
+    couple of milliseconds, and those long sleeps would dominate. (Same-process writers are
+    already serialised by the single writer thread.)
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while True:
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.005)
 
 
 def _read_one(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:

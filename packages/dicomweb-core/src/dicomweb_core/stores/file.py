@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from ..errors import StoreError
@@ -101,6 +103,9 @@ class FileObjectWriter:
         made durable by the caller: one directory fsync can cover several objects)."""
         self._write_sync(chunks)
         os.fsync(self._fd)
+        self._rename_sync()
+
+    def _rename_sync(self) -> None:
         os.close(self._fd)
         self._fd = -1
         os.replace(self._tmp, self._final)
@@ -245,14 +250,47 @@ def _make_dirs_durably(directory: Path, root: Path) -> None:
         _fsync_dir(d.parent)
 
 
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)``: one flush of the whole filesystem instead of an fsync per file (about
+    half the cost per object for a batch, measured here). False where it is unavailable."""
+    syncfs = _libc_syncfs()
+    return syncfs is not None and syncfs(fd) == 0
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
 def _commit_many_sync(
     jobs: list[tuple[FileObjectWriter, list[bytes | memoryview]]],
 ) -> list[StoredObject | StoreError]:
+    """Group commit: write every object's tail, make all their data durable with one syncfs
+    (per-file fsync where that fails), and only then rename them over their keys, so a
+    crash can never leave a half-written file under a key an acknowledged store put there."""
+    errors: dict[int, StoreError] = {}
+    for i, (writer, chunks) in enumerate(jobs):
+        try:
+            writer._write_sync(chunks)
+        except OSError as exc:
+            writer._abort_sync()
+            errors[i] = StoreError(f"cannot write object: {exc.strerror or exc}")
+    open_fds = [w._fd for i, (w, _) in enumerate(jobs) if i not in errors]
+    synced = len(open_fds) > 1 and _syncfs(open_fds[0])
     results: list[StoredObject | StoreError] = []
     published: list[FileObjectWriter] = []
-    for writer, chunks in jobs:
+    for i, (writer, _) in enumerate(jobs):
+        if i in errors:
+            results.append(errors[i])
+            continue
         try:
-            writer._publish_sync(chunks)
+            if not synced:
+                os.fsync(writer._fd)
+            writer._rename_sync()
             published.append(writer)
             results.append(StoredObject(key=writer._key, size=writer._size, etag=""))
         except OSError as exc:
