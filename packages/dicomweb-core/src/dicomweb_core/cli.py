@@ -144,15 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["CORS_ORIGINS"] = ",".join(args.cors)
     try:
         # Fail at start-up, with one line, not at the first request.
-        create_app_from_env()
+        app = create_app_from_env()
     except ConfigError as exc:
         sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
         return 2
     import uvicorn
 
+    # One worker serves the app just built (building it twice would slow a cold start);
+    # several re-create it in each worker process from the environment.
     uvicorn.run(
-        "dicomweb_core.cli:create_app_from_env",
-        factory=True,
+        app if args.workers <= 1 else "dicomweb_core.cli:create_app_from_env",
+        factory=args.workers > 1,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -160,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http="httptools",
         log_level=args.log_level,
         access_log=False,
+        ws="none",  # no WebSocket routes; spares importing the websockets package at start-up
         timeout_keep_alive=30,
     )
     return 0

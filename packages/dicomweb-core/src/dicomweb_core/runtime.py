@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .catalog.base import Catalog, OutboxEvent
 from .config import Settings
@@ -39,6 +40,10 @@ class Runtime:
     dispatcher: OutboxDispatcher | None = None
     #: Synchronous event delivery when the catalog has no outbox.
     sender: EventSender | None = None
+    #: Work started in the background at start-up, after the catalog opens (loading the S3
+    #: SDK): readiness does not wait for it, the first request finds it done. Never raises.
+    warmups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _warming: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
     def store_info(self) -> StoreInfo:
@@ -73,6 +78,9 @@ class Runtime:
         except DicomwebError as exc:
             # Not fatal: S3 may come back; /readyz says why until it does.
             log.warning("not ready yet: %s", exc.reason)
+        # After the check: a warm-up thread holding the GIL would slow it down.
+        for warmup in self.warmups:
+            self._warming.append(asyncio.create_task(warmup(), name="warm-up"))
 
     async def check(self) -> None:
         """Raise :class:`StoreError`/:class:`CatalogError` saying why the service cannot work."""
@@ -88,6 +96,10 @@ class Runtime:
             raise CatalogError(f"catalog did not answer within {READY_TIMEOUT} s") from None
 
     async def stop(self) -> None:
+        for task in self._warming:
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
+        self._warming.clear()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.sender is not None:
@@ -133,6 +145,10 @@ def build_runtime(settings: Settings) -> Runtime:
     store = build_store(settings)
     catalog = build_catalog(settings, store)
     runtime = Runtime(settings=settings, store=store, catalog=catalog)
+    # S3: the SDK loads off the readiness path.
+    warm: Callable[[], Coroutine[Any, Any, None]] | None = getattr(store, "warm", None)
+    if warm is not None:
+        runtime.warmups.append(warm)
     if settings.k_sink and not catalog.has_outbox:
         runtime.sender = EventSender(settings.k_sink)
     elif settings.k_sink:

@@ -7,6 +7,11 @@ writer is bounded by ``part_size * (max_concurrency + 1)`` whatever the object s
 Any S3 failure aborts the multipart upload, so nothing is left under the key and no
 incomplete upload lingers (unless S3 is unreachable for the abort too: a bucket
 lifecycle rule ``AbortIncompleteMultipartUpload`` is the backstop for that case).
+
+The SDK (aioboto3: botocore, aiohttp) is imported on first use, in a worker thread, not with
+this module: its import and client creation cost about half a second, and readiness only
+needs the bucket check of :mod:`.s3probe`. :meth:`S3ObjectStore.warm` starts that work at
+start-up so the first STOW or WADO request finds the client ready.
 """
 
 from __future__ import annotations
@@ -16,16 +21,12 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
-
-import aioboto3
-import aiohttp
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from typing import Any, NamedTuple
 
 from ..bucket import BucketConfig
 from ..errors import NotFoundError, StoreError
 from .base import READ_CHUNK, StoredObject
+from .s3probe import BucketProbe
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,28 @@ MIN_PART_SIZE = 5 * MiB
 #: S3's limit on the number of parts of one upload.
 MAX_PARTS = 10_000
 
-#: Everything an S3 call can raise that means "the store failed".
-_S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"})
+
+
+class _Sdk(NamedTuple):
+    """The parts of the AWS SDK this module uses (imported on first use, see the module doc)."""
+
+    session: Any
+    config: Any
+    ClientError: type[Exception]
+    #: Everything an S3 call can raise that means "the store failed".
+    errors: tuple[type[BaseException], ...]
+
+
+def _sdk() -> _Sdk:
+    """The SDK's names; the imports are cheap once :meth:`S3ObjectStore.client` has loaded them."""
+    import aioboto3
+    import aiohttp
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    errors = (ClientError, BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
+    return _Sdk(aioboto3.Session, Config, ClientError, errors)
 
 
 class S3ObjectStore:
@@ -48,6 +68,7 @@ class S3ObjectStore:
     a client costs milliseconds of endpoint resolution and a new connection pool).
     ``connect_timeout`` and ``max_attempts`` keep an unreachable S3 from holding a
     request for long; botocore retries transient errors with backoff in between.
+    :meth:`check` does not use the client (see :mod:`.s3probe`).
     """
 
     def __init__(
@@ -72,8 +93,7 @@ class S3ObjectStore:
         self.max_concurrency = max_concurrency
         self._config = config
         self._list_page_size = list_page_size
-        self._session = aioboto3.Session()
-        self._client_config = Config(
+        self._client_options: dict[str, Any] = dict(
             region_name=config.region,
             signature_version="s3v4",
             connect_timeout=connect_timeout,
@@ -89,6 +109,7 @@ class S3ObjectStore:
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
         self._client_lock = asyncio.Lock()
+        self._probe = BucketProbe(config, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.endpoint_url!r}, bucket={self.bucket_name!r})"
@@ -98,22 +119,32 @@ class S3ObjectStore:
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
+                    # The import would block the event loop for ~0.4 s: a thread does it.
+                    sdk = await asyncio.to_thread(_sdk)
                     stack = AsyncExitStack()
                     self._client = await stack.enter_async_context(
-                        self._session.client(
+                        sdk.session().client(
                             "s3",
                             endpoint_url=self._config.endpoint_url,
                             region_name=self._config.region,
                             aws_access_key_id=self._config.access_key_id,
                             aws_secret_access_key=self._config.secret_access_key,
-                            config=self._client_config,
+                            config=sdk.config(**self._client_options),
                         )
                     )
                     self._stack = stack
         return self._client
 
+    async def warm(self) -> None:
+        """Load the SDK and create the client now (in the background at start-up); never raises."""
+        try:
+            await self.client()
+        except Exception as exc:  # the first request will raise it again, with its context
+            logger.warning("could not create the S3 client yet: %s", exc)
+
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None
+        await self._probe.close()
         if stack is not None:
             await stack.aclose()
 
@@ -128,16 +159,17 @@ class S3ObjectStore:
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         s3 = await self.client()
+        sdk = _sdk()
         try:
             response = await s3.get_object(**request)
-        except ClientError as exc:
+        except sdk.ClientError as exc:
             code = _code(exc)
             if code in ("NoSuchKey", "404"):
                 raise NotFoundError(f"no object {key!r} in bucket {self.bucket_name!r}") from exc
             if code == "InvalidRange":  # start at or past the end: nothing to read, as with a file
                 return
             raise self._error("GET", key, exc) from exc
-        except _S3_ERRORS as exc:
+        except sdk.errors as exc:
             raise self._error("GET", key, exc) from exc
         remaining = int(response["ContentLength"])
         body = response["Body"]
@@ -152,7 +184,7 @@ class S3ObjectStore:
                         f"S3 GET {self._where(key)}: connection closed {remaining - len(exc.partial)} "
                         "bytes before the end of the object"
                     ) from exc
-                except _S3_ERRORS as exc:
+                except sdk.errors as exc:
                     raise self._error("GET", key, exc) from exc
                 remaining -= want
                 yield chunk
@@ -166,24 +198,26 @@ class S3ObjectStore:
 
     async def size(self, key: str) -> int | None:
         s3 = await self.client()
+        sdk = _sdk()
         try:
             response = await s3.head_object(Bucket=self.bucket_name, Key=key)
-        except ClientError as exc:
+        except sdk.ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._error("HEAD", key, exc) from exc
-        except _S3_ERRORS as exc:
+        except sdk.errors as exc:
             raise self._error("HEAD", key, exc) from exc
         return int(response["ContentLength"])
 
     async def delete(self, key: str) -> None:
         s3 = await self.client()
+        sdk = _sdk()
         try:
             await s3.delete_object(Bucket=self.bucket_name, Key=key)
-        except ClientError as exc:
+        except sdk.ClientError as exc:
             if _code(exc) not in ("404", "NoSuchKey"):
                 raise self._error("DELETE", key, exc) from exc
-        except _S3_ERRORS as exc:
+        except sdk.errors as exc:
             raise self._error("DELETE", key, exc) from exc
 
     async def list_keys(self, prefix: str = "") -> AsyncIterator[str]:
@@ -197,44 +231,37 @@ class S3ObjectStore:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     yield str(item["Key"])
-        except _S3_ERRORS as exc:
+        except _sdk().errors as exc:
             raise self._error("LIST", prefix + "*", exc) from exc
 
     async def check(self) -> None:
-        """HeadBucket: raise :class:`StoreError` saying why the bucket is not usable."""
-        s3 = await self.client()
-        try:
-            await s3.head_bucket(Bucket=self.bucket_name)
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
-                raise StoreError(
-                    f"S3 bucket {self.bucket_name!r} does not exist at {self.endpoint_url} "
-                    "(create it, or fix BUCKET_NAME)"
-                ) from exc
-            raise self._error("HEAD bucket", "", exc) from exc
-        except _S3_ERRORS as exc:
-            raise self._error("HEAD bucket", "", exc) from exc
+        """HeadBucket: raise :class:`StoreError` saying why the bucket is not usable.
+
+        One signed request of its own (:mod:`.s3probe`), so readiness never waits for the SDK.
+        """
+        await self._probe.check()
 
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (tests, embedded use; not done at start-up)."""
         s3 = await self.client()
+        sdk = _sdk()
         try:
             await s3.head_bucket(Bucket=self.bucket_name)
             return
-        except ClientError as exc:
+        except sdk.ClientError as exc:
             if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise self._error("HEAD bucket", "", exc) from exc
-        except _S3_ERRORS as exc:
+        except sdk.errors as exc:
             raise self._error("HEAD bucket", "", exc) from exc
         request: dict[str, Any] = {"Bucket": self.bucket_name}
         if self._config.region != "us-east-1":  # AWS wants the region spelled out elsewhere
             request["CreateBucketConfiguration"] = {"LocationConstraint": self._config.region}
         try:
             await s3.create_bucket(**request)
-        except ClientError as exc:
+        except sdk.ClientError as exc:
             if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise self._error("CREATE bucket", "", exc) from exc
-        except _S3_ERRORS as exc:
+        except sdk.errors as exc:
             raise self._error("CREATE bucket", "", exc) from exc
 
     def _where(self, key: str) -> str:
@@ -320,7 +347,7 @@ class S3ObjectWriter:
             return ""
         try:
             await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self.key, UploadId=self._upload_id)
-        except _S3_ERRORS as exc:
+        except _sdk().errors as exc:
             logger.warning(
                 "could not abort S3 multipart upload %s of %s: %s",
                 self._upload_id,
@@ -337,7 +364,7 @@ class S3ObjectWriter:
         except StoreError as exc:
             aborted = await self._abort()
             raise StoreError(exc.reason + aborted) from exc
-        except _S3_ERRORS as exc:
+        except _sdk().errors as exc:
             aborted = await self._abort()
             raise StoreError(
                 f"S3 {action} {self._store._where(self.key)} failed: {_describe(exc)}{aborted}"
@@ -397,12 +424,15 @@ class S3ObjectWriter:
         )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _code(exc: Exception) -> str:
+    response: dict[str, Any] = getattr(exc, "response", {})  # a botocore ClientError's
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _describe(exc: BaseException) -> str:
     """One line a person can act on."""
+    from botocore.exceptions import ClientError, EndpointConnectionError  # loaded with the client
+
     if isinstance(exc, ClientError):
         code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
