@@ -153,6 +153,7 @@ class FileObjectStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        self._scratch = bytearray()  # page-cache reads on the event loop (see _pread_cached)
         self.bucket_name = self.root.name
 
     async def open_writer(self, key: str) -> FileObjectWriter:
@@ -177,7 +178,7 @@ class FileObjectStore:
             pos = start
             while end is None or pos < end:
                 want = READ_CHUNK if end is None else min(READ_CHUNK, end - pos)
-                chunk = _pread_cached(fd, want, pos)
+                chunk = _pread_cached(fd, want, pos, self._scratch)
                 if chunk is None:  # not in the page cache: read it in a worker thread
                     chunk = await asyncio.to_thread(os.pread, fd, want, pos)
                 if not chunk:
@@ -194,7 +195,7 @@ class FileObjectStore:
         except FileNotFoundError as exc:
             raise StoreError(f"object {key!r} is missing") from exc
         try:
-            chunk = _pread_cached(fd, length, start)
+            chunk = _pread_cached(fd, length, start, self._scratch)
             if chunk is not None and (len(chunk) == length or not chunk):
                 return chunk
         finally:
@@ -314,24 +315,27 @@ def _commit_many_sync(
     return results
 
 
-def _pread_cached(fd: int, length: int, pos: int) -> bytes | None:
+def _pread_cached(fd: int, length: int, pos: int, scratch: bytearray) -> bytes | None:
     """Read from the page cache only (``RWF_NOWAIT``), right on the event loop: a hot object
-    costs no thread trip; ``None`` when the data would have to come from the disk."""
+    costs no thread trip; ``None`` when the data would have to come from the disk.
+    ``scratch`` is reused between calls: a fresh zeroed buffer per read page-faults."""
     if _NOWAIT is None:
         return None
-    buf = bytearray(length)
-    try:
-        n = os.preadv(fd, [buf], pos, _NOWAIT)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+    if len(scratch) < length:
+        scratch.extend(bytes(length - len(scratch)))
+    with memoryview(scratch) as view:  # released on exit: scratch stays resizable
+        try:
+            n = os.preadv(fd, [view[:length]], pos, _NOWAIT)
+        except BlockingIOError:
             return None
-        raise
-    if n == 0 and length:
-        # EOF, or nothing cached at pos: only a blocking read can tell them apart.
-        return None
-    return bytes(memoryview(buf)[:n])
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return None
+            raise
+        if n == 0 and length:
+            # EOF, or nothing cached at pos: only a blocking read can tell them apart.
+            return None
+        return bytes(view[:n])
 
 
 def _pread_file(path: Path, start: int, length: int) -> bytes:

@@ -76,10 +76,9 @@ class MultipartWriter:
 
     def encode(self, parts: Iterable[tuple[str, bytes]]) -> bytes:
         """A whole multipart body in memory, for small responses (frames, metadata XML)."""
-        out = bytearray()
+        # One join: growing a bytearray costs a fresh (page-faulting) allocation per step.
+        out: list[bytes] = []
         for content_type, body in parts:
-            out += self.part_header(Part(content_type, single(b"")))
-            out += body
-            out += b"\r\n"
-        out += self._close
-        return bytes(out)
+            out += (self.part_header(Part(content_type, single(b""))), body, b"\r\n")
+        out.append(self._close)
+        return b"".join(out)
