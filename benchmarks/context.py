@@ -18,8 +18,8 @@ class Sizes:
     study_retrieves: int = 4
     metadata_requests: int = 10
     series_metadata_requests: int = 3
-    frame_warm_requests: int = 5
-    qido_requests: int = 10  # per query type
+    frame_warm_requests: int = 20  # a median over enough samples to be past any warm-up
+    qido_requests: int = 30  # per query type (p95 of 10 samples would be their maximum)
     stream_bytes: int = 2 * 1024**3  # the streamed "2 GiB" instance's pixel data
     stream_rounds: int = 1  # rounds that store a streamed instance (it dominates the run time)
     # Read back the streamed instance's last frame (Orthanc takes ~30 s for it at 2 GiB);
