@@ -168,25 +168,15 @@ class ChildProcess:
             popen.wait()
 
 
-class OursServer:
-    """``dicomweb serve`` on a data directory (filesystem store, SQLite catalog).
+class _TempDirServer:
+    """What both servers share: a temp dir of their own, a child process on a free port."""
 
-    ``command`` is a template ({host}, {port}, {data_dir}); ``env`` and ``extra_args``
-    let a scenario run the same server on another backend (e.g. an S3 store).
-    """
+    #: The DICOMweb root under the server's address, and its storage under the temp dir.
+    ROOT = ""
+    DATA_SUBDIR = ""
 
-    def __init__(
-        self,
-        *,
-        name: str = "ours",
-        command: Sequence[str] = OURS_COMMAND,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-        root: Path | None = None,
-    ) -> None:
+    def __init__(self, name: str, root: Path | None) -> None:
         self.name = name
-        self._command = tuple(command) + tuple(extra_args)
-        self._env = dict(env or {})
         self._root_parent = root
         self._tmp: Path | None = None
         self._port = 0
@@ -194,7 +184,7 @@ class OursServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self._port}/dicomweb"
+        return f"http://{HOST}:{self._port}{self.ROOT}"
 
     @property
     def stow_url(self) -> str:
@@ -210,20 +200,13 @@ class OursServer:
     def data_dir(self) -> Path:
         if self._tmp is None:
             raise ServerError("not started")
-        return self._tmp / "data"
+        return self._tmp / self.DATA_SUBDIR
 
-    async def start(self) -> None:
+    def _make_tmp(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=self._root_parent))
-        self.data_dir.mkdir()
-        await self._launch()
 
     async def _launch(self) -> None:
-        assert self._tmp is not None
-        self._port = free_port()
-        argv = [a.format(host=HOST, port=self._port, data_dir=self.data_dir) for a in self._command]
-        self._proc = ChildProcess(self.name, self._tmp)
-        self._proc.spawn(argv, self._env)
-        await self._proc.wait_ready(f"http://{HOST}:{self._port}/healthz")
+        raise NotImplementedError
 
     async def restart(self) -> None:
         if self._proc is not None:
@@ -239,7 +222,44 @@ class OursServer:
             self._tmp = None
 
 
-class OrthancServer:
+class OursServer(_TempDirServer):
+    """``dicomweb serve`` on a data directory (filesystem store, SQLite catalog).
+
+    ``command`` is a template ({host}, {port}, {data_dir}); ``env`` and ``extra_args``
+    let a scenario run the same server on another backend (e.g. an S3 store).
+    """
+
+    ROOT = "/dicomweb"
+    DATA_SUBDIR = "data"
+
+    def __init__(
+        self,
+        *,
+        name: str = "ours",
+        command: Sequence[str] = OURS_COMMAND,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        root: Path | None = None,
+    ) -> None:
+        super().__init__(name, root)
+        self._command = tuple(command) + tuple(extra_args)
+        self._env = dict(env or {})
+
+    async def start(self) -> None:
+        self._make_tmp()
+        self.data_dir.mkdir()
+        await self._launch()
+
+    async def _launch(self) -> None:
+        assert self._tmp is not None
+        self._port = free_port()
+        argv = [a.format(host=HOST, port=self._port, data_dir=self.data_dir) for a in self._command]
+        self._proc = ChildProcess(self.name, self._tmp)
+        self._proc.spawn(argv, self._env)
+        await self._proc.wait_ready(f"http://{HOST}:{self._port}/healthz")
+
+
+class OrthancServer(_TempDirServer):
     """Orthanc 1.10 + DICOMweb plugin with its own configuration, storage in a temp dir.
 
     Durability as shipped (``SyncStorageArea`` true). HTTP compression is off so that
@@ -248,37 +268,16 @@ class OrthancServer:
     loopback clients.
     """
 
+    ROOT = "/dicom-web"
+    DATA_SUBDIR = "storage"
+
     def __init__(self, *, name: str = "orthanc", root: Path | None = None) -> None:
-        self.name = name
-        self._root_parent = root
-        self._tmp: Path | None = None
-        self._port = 0
-        self._proc: ChildProcess | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self._port}/dicom-web"
-
-    @property
-    def stow_url(self) -> str:
-        return f"{self.base_url}/studies"
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise ServerError("not started")
-        return self._proc.pid
-
-    @property
-    def data_dir(self) -> Path:
-        if self._tmp is None:
-            raise ServerError("not started")
-        return self._tmp / "storage"
+        super().__init__(name, root)
 
     async def start(self) -> None:
         if not ORTHANC_BINARY.exists() or not ORTHANC_DICOMWEB_PLUGIN.exists():
             raise ServerError("Orthanc missing: apt-get install -y orthanc orthanc-dicomweb")
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-", dir=self._root_parent))
+        self._make_tmp()
         await self._launch()
 
     async def _launch(self) -> None:
@@ -307,19 +306,6 @@ class OrthancServer:
         self._proc = ChildProcess(self.name, self._tmp)
         self._proc.spawn([str(ORTHANC_BINARY), str(config_path)])
         await self._proc.wait_ready(f"http://{HOST}:{self._port}/system")
-
-    async def restart(self) -> None:
-        if self._proc is not None:
-            await self._proc.terminate()
-        await self._launch()
-
-    async def stop(self) -> None:
-        if self._proc is not None:
-            await self._proc.terminate()
-            self._proc = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
 
 def make_server(kind: str, *, name: str, root: Path | None = None, workers: int = 1) -> BenchServer:
