@@ -19,8 +19,10 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/dicomweb serve --host 127.0.0.1 --port 8080 --data-dir ./dicomweb-data
 
-## Run the whole test suite (starts its own S3-compatible server and Orthanc; uses PostgreSQL on 127.0.0.1:5432).
+## Run the whole test suite (installs Orthanc if missing, starts its own S3-compatible server and
+## Orthanc; uses PostgreSQL on 127.0.0.1:5432).
 test: $(STAMP)
+	./scripts/test-prereqs
 	$(VENV)/bin/ruff check packages tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
