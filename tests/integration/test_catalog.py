@@ -216,6 +216,25 @@ async def test_a_failure_inside_upsert_leaves_neither_row_nor_event(catalog: Any
     assert got is not None and got.object_key == "1.1/1.1.1/1.1.1.1.dcm"
 
 
+async def test_delete_events_are_built_from_the_rows_it_removed(catalog: Any) -> None:
+    await catalog.upsert_instance(make_record("1.1", "1.1.1", "1.1.1.1"))
+    await catalog.upsert_instance(make_record("1.1", "1.1.2", "1.1.2.1"))
+    seen: list[list[str]] = []
+
+    def events(records: list[Any]) -> list[OutboxEvent]:
+        seen.append(sorted(r.sop_instance_uid for r in records))
+        return [event(f"deleted-{r.sop_instance_uid}") for r in records]
+
+    deleted = await catalog.delete_instances("1.1", events=events)
+    assert sorted(r.sop_instance_uid for r in deleted) == ["1.1.1.1", "1.1.2.1"]
+    assert seen == [["1.1.1.1", "1.1.2.1"]]
+    assert sorted(e.id for e in await catalog.pending_events()) == ["deleted-1.1.1.1", "deleted-1.1.2.1"]
+    # Nothing matched: the function sees no records and no event is written.
+    assert await catalog.delete_instances("1.1", events=events) == []
+    assert seen[-1] == []
+    assert len(await catalog.pending_events()) == 2
+
+
 async def test_a_failure_inside_delete_keeps_the_rows(catalog: Any) -> None:
     await catalog.upsert_instance(make_record("1.1", "1.1.1", "1.1.1.1"), [event("dup")])
     with pytest.raises(CatalogError):

@@ -27,6 +27,16 @@ class OutboxEvent:
 QuietEventFactory = Callable[[str, bytes], OutboxEvent]
 
 
+#: Events computed from the records a deletion removed (inside its transaction).
+EventsFor = Callable[[list[InstanceRecord]], Sequence[OutboxEvent]]
+
+
+def events_for(
+    events: Sequence[OutboxEvent] | EventsFor, records: list[InstanceRecord]
+) -> Sequence[OutboxEvent]:
+    return events(records) if callable(events) else events
+
+
 class Catalog(Protocol):
     #: True when events can be written to a durable outbox in the catalog's transaction.
     has_outbox: bool
@@ -65,9 +75,11 @@ class Catalog(Protocol):
         study_uid: str,
         series_uid: str | None = None,
         sop_instance_uid: str | None = None,
-        events: Sequence[OutboxEvent] = (),
+        events: Sequence[OutboxEvent] | EventsFor = (),
     ) -> list[InstanceRecord]:
-        """Delete matching rows (and enqueue ``events``) in one transaction; return them."""
+        """Delete matching rows (and enqueue ``events``) in one transaction; return them.
+        ``events`` may be a function of the deleted records, called inside the transaction,
+        so the events name exactly what was deleted (nothing stored meanwhile is missed)."""
         ...
 
     async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import OutboxEvent, QuietEventFactory
+from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
 from .rows import RECORD_COLUMNS, instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
@@ -210,7 +210,7 @@ class PostgresCatalog:
         study_uid: str,
         series_uid: str | None = None,
         sop_instance_uid: str | None = None,
-        events: Sequence[OutboxEvent] = (),
+        events: Sequence[OutboxEvent] | EventsFor = (),
     ) -> list[InstanceRecord]:
         where, params = instance_filter("%s", study_uid, series_uid, sop_instance_uid)
         async with self._tx() as cur:
@@ -223,7 +223,7 @@ class PostgresCatalog:
             records = [record_from_row(r) for r in await cur.fetchall()]
             if records:
                 await self._refresh(cur, dict.fromkeys(r.series_uid for r in records), [study_uid])
-            await self._enqueue(cur, events, time.time())
+            await self._enqueue(cur, events_for(events, records), time.time())
         return records
 
     # -- reads ----------------------------------------------------------------------------

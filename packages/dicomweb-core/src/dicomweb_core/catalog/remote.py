@@ -28,7 +28,7 @@ import httpx
 
 from ..errors import CatalogError, NotFoundError
 from ..models import InstanceRecord
-from .base import OutboxEvent, QuietEventFactory
+from .base import EventsFor, OutboxEvent, QuietEventFactory
 
 if TYPE_CHECKING:
     from ..stores.base import ObjectStore
@@ -183,7 +183,7 @@ class RemoteCatalog:
         study_uid: str,
         series_uid: str | None = None,
         sop_instance_uid: str | None = None,
-        events: Sequence[OutboxEvent] = (),
+        events: Sequence[OutboxEvent] | EventsFor = (),
     ) -> list[InstanceRecord]:
         raise CatalogError("DELETE is not available with QUERY_ENDPOINT (the query API is read-only)")
 

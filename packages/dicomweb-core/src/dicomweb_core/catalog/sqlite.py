@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import OutboxEvent, QuietEventFactory
+from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
 from .rows import instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, migrations
 from .sql import instance_filter, statements, study_count_params
@@ -226,13 +226,17 @@ class SQLiteCatalog:
         study_uid: str,
         series_uid: str | None = None,
         sop_instance_uid: str | None = None,
-        events: Sequence[OutboxEvent] = (),
+        events: Sequence[OutboxEvent] | EventsFor = (),
     ) -> list[InstanceRecord]:
         return await self._run(self._delete_sync, study_uid, series_uid, sop_instance_uid, events)
 
     @_wrap_errors
     def _delete_sync(
-        self, study_uid: str, series_uid: str | None, sop_uid: str | None, events: Sequence[OutboxEvent]
+        self,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        events: Sequence[OutboxEvent] | EventsFor,
     ) -> list[InstanceRecord]:
         where, params = instance_filter("?", study_uid, series_uid, sop_uid)
 
@@ -242,7 +246,7 @@ class SQLiteCatalog:
                 c.execute(f"DELETE FROM seq_attrs WHERE {where}", params)
                 c.execute(f"DELETE FROM instances WHERE {where}", params)
                 self._refresh(c, dict.fromkeys(r.series_uid for r in records), [study_uid])
-            self._enqueue(c, events, time.time())
+            self._enqueue(c, events_for(events, records), time.time())
             return records
 
         return self._transaction(body)

@@ -33,14 +33,12 @@ async def delete(
     at: Level, store: ObjectStore, catalog: Catalog, *, emit_events: bool, event_source: str
 ) -> list[InstanceRecord]:
     """Delete what ``at`` names; return the deleted records (empty when nothing matched)."""
-    events: list[OutboxEvent] = []
-    if emit_events:
-        if at.instance is not None:
-            one = await catalog.get_instance(at.study, at.series, at.instance)
-            targets = [one] if one is not None else []
-        else:
-            targets = await catalog.list_instances(at.study, at.series)
-        events = [deletion_event(r, event_source) for r in targets]
+
+    def events(records: list[InstanceRecord]) -> list[OutboxEvent]:
+        # Built inside the deletion's transaction from the rows it removed: exactly one
+        # event per deleted instance, whatever was stored a moment before.
+        return [deletion_event(r, event_source) for r in records] if emit_events else []
+
     deleted = await catalog.delete_instances(at.study, at.series, at.instance, events)
     for record in deleted:
         await store.delete(record.object_key)
