@@ -3,8 +3,6 @@ fixture parametrized over both backends (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,49 +12,19 @@ import pytest
 from dicomweb_core.catalog.factory import open_catalog
 from dicomweb_core.catalog.postgres import PostgresCatalog
 from dicomweb_core.catalog.sqlite import SQLiteCatalog
-
-PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USERS = ("postgres", "root")
-
-
-def _admin_dsn() -> str | None:
-    """The first user that can connect to the server (trust auth), or ``None``."""
-    errors = []
-    for user in PG_USERS:
-        dsn = f"postgresql://{user}@{PG_HOST}:{PG_PORT}/postgres"
-        try:
-            with psycopg.connect(dsn, connect_timeout=5):
-                return dsn
-        except psycopg.Error as exc:
-            errors.append(f"{user}: {str(exc).strip()}")
-    _admin_dsn.errors = errors  # type: ignore[attr-defined]
-    return None
+from tests.pgfixtures import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    """DSN of a freshly created, uniquely named database; dropped at the end of the session.
-
-    If PostgreSQL is unreachable this fails when ``CI`` is set, and otherwise skips with
-    the reason, so a missing server never passes silently in CI."""
-    admin = _admin_dsn()
-    if admin is None:
-        reason = (
-            f"PostgreSQL at {PG_HOST}:{PG_PORT} is unreachable as {'/'.join(PG_USERS)} "
-            f"({'; '.join(getattr(_admin_dsn, 'errors', []))}); PostgreSQL catalog tests NOT RUN"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    name = f"dicomweb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """DSN of a freshly created, uniquely named database for the session (dropped at the
+    end). ``pg_admin_dsn`` (tests/pgfixtures.py) fails under ``CI`` when PostgreSQL is
+    unreachable and skips with the reason elsewhere, so it never passes silently in CI."""
+    dsn = create_database(pg_admin_dsn, prefix="dicomweb_test")
     try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
+        yield dsn
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        drop_database(pg_admin_dsn, dsn)
 
 
 _TABLES = "studies, series, instances, seq_attrs, outbox"
