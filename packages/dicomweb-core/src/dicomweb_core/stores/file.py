@@ -175,9 +175,11 @@ class FileObjectStore:
         except FileNotFoundError as exc:
             raise StoreError(f"object {key!r} is missing") from exc
         try:
+            if end is None:
+                end = os.fstat(fd).st_size  # no probe past the end (it would need a thread)
             pos = start
-            while end is None or pos < end:
-                want = READ_CHUNK if end is None else min(READ_CHUNK, end - pos)
+            while pos < end:
+                want = min(READ_CHUNK, end - pos)
                 chunk = _pread_cached(fd, want, pos, self._scratch)
                 if chunk is None:  # not in the page cache: read it in a worker thread
                     chunk = await asyncio.to_thread(os.pread, fd, want, pos)

@@ -74,11 +74,13 @@ class MultipartWriter:
             pending = b"\r\n" if head is None else head + b"\r\n"
         yield pending + self._close
 
-    def encode(self, parts: Iterable[tuple[str, bytes]]) -> bytes:
-        """A whole multipart body in memory, for small responses (frames, metadata XML)."""
+    def encode(self, parts: Iterable[tuple[str, bytes]], *, lengths: bool = False) -> bytes:
+        """A whole multipart body in memory, for small responses (frames, metadata XML,
+        small instances). ``lengths``: give each part a Content-Length header."""
         # One join: growing a bytearray costs a fresh (page-faulting) allocation per step.
         out: list[bytes] = []
         for content_type, body in parts:
-            out += (self.part_header(Part(content_type, single(b""))), body, b"\r\n")
+            headers = {"Content-Length": str(len(body))} if lengths else {}
+            out += (self.part_header(Part(content_type, single(b""), headers)), body, b"\r\n")
         out.append(self._close)
         return b"".join(out)

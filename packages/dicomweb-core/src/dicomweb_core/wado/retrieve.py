@@ -130,6 +130,10 @@ def plan_instances(
     raise NotAcceptableError(first_reason or f"no acceptable representation for {describe(ranges)}")
 
 
+#: Answers up to this size are built in memory rather than streamed.
+_IN_MEMORY = 2 * 1024 * 1024
+
+
 class Retriever:
     """Retrieve Study/Series/Instance and their metadata."""
 
@@ -174,6 +178,13 @@ class Retriever:
             r.transfer_syntax_uid if ts == "*" else ts for r, ts in zip(records, plan.syntaxes, strict=True)
         }
         writer = MultipartWriter(DICOM, transfer_syntax=uniform.pop() if len(uniform) == 1 else None)
+        if all(ts == "*" for ts in plan.syntaxes) and sum(r.size for r in records) <= _IN_MEMORY:
+            # Small answers (a single instance, mostly) in one piece: a streamed response
+            # costs a task group and a message per chunk, more than the copy it saves.
+            blobs = [await self.store.read_range(r.object_key, 0, r.size) for r in records]
+            types = [f"{DICOM}; transfer-syntax={r.transfer_syntax_uid}" for r in records]
+            body = writer.encode(zip(types, blobs, strict=True), lengths=True)
+            return Reply(media_type=writer.content_type, body=body, headers=headers)
         parts = self._parts(records, plan.syntaxes)
         return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
 
