@@ -75,6 +75,11 @@ async def run_frames(ctx: RoundContext) -> None:
         ctx.checks_for("frame").expect(False, "multi-frame instance not stored")
         return
     await ctx.server.restart()
+    # "Cold" means the data is not in the page cache, not that the process has not finished
+    # loading: one unrelated request first, on both servers (ours loads its service code in
+    # the background after it reports ready).
+    async with new_client(1) as client:
+        await client.get(f"{ctx.server.base_url}/studies", params={"limit": "1"})
     evict_page_cache(ctx.server.data_dir)
     want = ctx.data.frame(mf, FRAME)
     url = f"{instance_url(ctx.server.base_url, mf)}/frames/{FRAME}"
