@@ -16,11 +16,12 @@ from __future__ import annotations
 import datetime
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from tests.httpserver import BackgroundServer, QuietHandler
 
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 
@@ -47,7 +48,7 @@ class AlvearieFake:
     instances: list[FakeInstance] = field(default_factory=list)
     events: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, Any]] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
+    _http: BackgroundServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -65,7 +66,7 @@ class AlvearieFake:
     def start(self) -> AlvearieFake:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _reply(self, status: int, body: Any = None) -> None:
                 data = orjson.dumps(body) if body is not None else b""
                 self.send_response(status)
@@ -103,18 +104,14 @@ class AlvearieFake:
                     wanted[SOP_UID] = parts[6]
                 return self._reply(200, fake.resources(wanted, source))
 
-            def log_message(self, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = BackgroundServer(self.port)
+        self._http.serve(Handler)
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._http is not None:
+            self._http.stop()
 
     # -- the ingestion side ----------------------------------------------------------------
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
+
+from tests.httpserver import BackgroundServer, QuietHandler
 
 
 @dataclass
@@ -30,7 +31,7 @@ class EventSink:
     events: list[ReceivedEvent] = field(default_factory=list)
     #: While True, every POST gets 503 (a broker outage).
     refusing: bool = False
-    _server: ThreadingHTTPServer | None = None
+    _http: BackgroundServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -40,7 +41,7 @@ class EventSink:
     def start(self) -> EventSink:
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if sink.refusing:
@@ -53,18 +54,14 @@ class EventSink:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = BackgroundServer(self.port)
+        self._http.serve(Handler)
+        self.port = self._http.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._http is not None:
+            self._http.stop()
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[ReceivedEvent]:
         deadline = time.monotonic() + timeout

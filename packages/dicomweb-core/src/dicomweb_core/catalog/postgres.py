@@ -20,7 +20,7 @@ from ..errors import CatalogError
 from ..models import InstanceRecord
 from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
 from .rows import RECORD_COLUMNS, instance_rows, last_per_key, record_from_row
-from .schema import CREATE_VERSION_TABLE, migrations
+from .schema import CREATE_VERSION_TABLE, pending_migrations
 from .sql import instance_filter, statements, study_count_params
 
 if TYPE_CHECKING:
@@ -121,13 +121,7 @@ class PostgresCatalog:
             await cur.execute("SELECT max(version) FROM schema_version")
             row = await cur.fetchone()
             current = (row[0] if row else None) or 0
-            all_migrations = migrations("postgres")
-            if current > len(all_migrations):
-                raise CatalogError(
-                    f"postgres catalog: schema version {current} is newer than this software"
-                    f" ({len(all_migrations)})"
-                )
-            for version, stmts in enumerate(all_migrations[current:], start=current + 1):
+            for version, stmts in pending_migrations("postgres", current, "postgres catalog"):
                 for stmt in stmts:
                     await cur.execute(stmt)  # DDL text from schema.py
                 await cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))

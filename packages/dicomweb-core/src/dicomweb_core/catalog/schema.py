@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..errors import CatalogError
+
 Dialect = Literal["sqlite", "postgres"]
 
 _TYPES: dict[Dialect, dict[str, str]] = {
@@ -146,6 +148,17 @@ def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:
     """The migrations for ``dialect``, each a tuple of statements to run in one transaction."""
     types = _TYPES[dialect]
     return tuple(tuple(stmt.format(**types) for stmt in version) for version in _TEMPLATES)
+
+
+def pending_migrations(dialect: Dialect, current: int, what: str) -> list[tuple[int, tuple[str, ...]]]:
+    """(version, statements) still to run on a catalog at schema version ``current``;
+    refuses a catalog written by newer software (``what`` names it in the error)."""
+    everything = migrations(dialect)
+    if current > len(everything):
+        raise CatalogError(
+            f"{what}: schema version {current} is newer than this software ({len(everything)})"
+        )
+    return list(enumerate(everything[current:], start=current + 1))
 
 
 SCHEMA_VERSION = len(_TEMPLATES)

@@ -19,7 +19,7 @@ from ..errors import CatalogError
 from ..models import InstanceRecord
 from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
 from .rows import instance_rows, last_per_key, record_from_row
-from .schema import CREATE_VERSION_TABLE, migrations
+from .schema import CREATE_VERSION_TABLE, pending_migrations
 from .sql import instance_filter, statements, study_count_params
 
 if TYPE_CHECKING:
@@ -117,13 +117,7 @@ class SQLiteCatalog:
             c.execute(CREATE_VERSION_TABLE)
             row = c.execute("SELECT max(version) FROM schema_version").fetchone()
             current = row[0] or 0
-            all_migrations = migrations("sqlite")
-            if current > len(all_migrations):
-                raise CatalogError(
-                    f"sqlite catalog {self.path}: schema version {current} is newer than this software"
-                    f" ({len(all_migrations)})"
-                )
-            for version, stmts in enumerate(all_migrations[current:], start=current + 1):
+            for version, stmts in pending_migrations("sqlite", current, f"sqlite catalog {self.path}"):
                 for stmt in stmts:
                     c.execute(stmt)
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
