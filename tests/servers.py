@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -98,3 +98,31 @@ class ServiceProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         return 0
+
+
+def stow_streamed_instance(
+    server: ServiceProcess, pixel_bytes: int
+) -> tuple[httpx.Response, int, str, float]:
+    """POST one generated instance with ``pixel_bytes`` of pixel data to ``/stow-rs/studies``
+    as a streamed body (nothing held in the client's memory). Returns the response, the
+    object's size, the SHA-256 of its bytes and the server's peak-RSS growth in MiB."""
+    import hashlib
+
+    from tests.dicomfiles import big_instance_stream, streamed_multipart
+
+    header, pixels, total = big_instance_stream(pixel_bytes)
+    digest = hashlib.sha256(header)
+
+    def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
+    rss_before = server.rss_kib()
+    resp = httpx.post(
+        server.base + "/stow-rs/studies",
+        content=streamed_multipart(header, hashed(pixels), boundary="big"),
+        headers={"content-type": 'multipart/related; type="application/dicom"; boundary=big'},
+        timeout=900,
+    )
+    return resp, total, digest.hexdigest(), (server.peak_rss_kib() - rss_before) / 1024

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.dicomfiles import big_instance_stream, streamed_multipart
-from tests.servers import ServiceProcess
+from tests.servers import ServiceProcess, stow_streamed_instance
 
 GiB = 1 << 30
 
@@ -27,23 +24,8 @@ def test_one_gib_instance_streams_through_stow_into_s3_in_bounded_memory(
     env = {**s3_bucket_env, "BUCKET_NAME": bucket, "CATALOG_URL": f"sqlite:///{tmp_path}/catalog.db"}
     server = ServiceProcess("stow-svc", env=env, log_path=tmp_path / "stow.log").start()
     try:
-        header, pixels, total = big_instance_stream(GiB)
-        digest = hashlib.sha256(header)
-
-        def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
-            for chunk in chunks:
-                digest.update(chunk)
-                yield chunk
-
-        rss_before = server.rss_kib()
-        resp = httpx.post(
-            server.base + "/stow-rs/studies",
-            content=streamed_multipart(header, hashed(pixels), boundary="s3big"),
-            headers={"content-type": 'multipart/related; type="application/dicom"; boundary=s3big'},
-            timeout=900,
-        )
+        resp, total, sha256, growth_mib = stow_streamed_instance(server, GiB)
         assert resp.status_code == 200, resp.text
-        growth_mib = (server.peak_rss_kib() - rss_before) / 1024
     finally:
         server.stop()
     # A memory bound, not a timing: 8 MiB parts, a few in flight, never the whole upload.
@@ -56,4 +38,4 @@ def test_one_gib_instance_streams_through_stow_into_s3_in_bounded_memory(
     body = s3_admin.get_object(Bucket=bucket, Key=obj["Key"])["Body"]
     for block in iter(lambda: body.read(1 << 22), b""):
         check.update(block)
-    assert check.hexdigest() == digest.hexdigest()
+    assert check.hexdigest() == sha256
