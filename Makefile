@@ -7,11 +7,15 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): packages/dicomweb-core/pyproject.toml packages/stow-svc/pyproject.toml \
           packages/wado-svc/pyproject.toml packages/operator/pyproject.toml requirements-dev.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e packages/dicomweb-core -e packages/stow-svc -e packages/wado-svc \
+	@echo "make: creating $(VENV)/ (if missing)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "make: upgrading pip"
+	@$(VENV)/bin/pip install -q --upgrade pip
+	@echo "make: installing the four packages and the test tools into $(VENV)/ (about a minute on a fresh machine)"
+	@$(VENV)/bin/pip install -q -e packages/dicomweb-core -e packages/stow-svc -e packages/wado-svc \
 	    -e packages/operator -r requirements-dev.txt
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "make: $(VENV)/ is ready"
 
 install: $(STAMP)
 
@@ -22,10 +26,13 @@ serve: $(STAMP)
 ## Run the whole test suite (installs Orthanc if missing, starts its own S3-compatible server and
 ## Orthanc; uses PostgreSQL on 127.0.0.1:5432).
 test: $(STAMP)
-	./scripts/test-prereqs
+	@./scripts/test-prereqs
+	@echo "make: ruff"
 	$(VENV)/bin/ruff check packages tests benchmarks
+	@echo "make: mypy --strict"
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest
+	@echo "make: pytest (the slowest 15 tests are listed at the end)"
+	$(VENV)/bin/python -m pytest --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check packages tests benchmarks
