@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomweb")
 
 _ENV_PREFIX = "DICOMWEB_"
+#: ``serve``/``stow-svc``/``wado-svc`` options that set an environment variable (the settings,
+#: and each worker process, read the environment).
+_AUTH_OPTIONS = {
+    "auth_mode": "AUTH_MODE",
+    "auth_issuer": "AUTH_ISSUER",
+    "auth_audience": "AUTH_AUDIENCE",
+    "auth_jwks_url": "AUTH_JWKS_URL",
+    "auth_permissions_from": "AUTH_PERMISSIONS_FROM",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
             help="allow this CORS origin ('*' for any)",
         )
         sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        auth = sp.add_argument_group("access control (see the README, 'Access control')")
+        auth.add_argument("--auth-mode", choices=["none", "oidc"], help="default $AUTH_MODE or none")
+        auth.add_argument("--auth-issuer", metavar="URL", help="token issuer (iss); default $AUTH_ISSUER")
+        auth.add_argument("--auth-audience", metavar="AUD", help="this service's aud; default $AUTH_AUDIENCE")
+        auth.add_argument("--auth-jwks-url", metavar="URL", help="default $AUTH_JWKS_URL or discovered")
+        auth.add_argument(
+            "--auth-permissions-from",
+            choices=["scope", "keycloak", "entra"],
+            help="where permissions come from; default $AUTH_PERMISSIONS_FROM or scope",
+        )
+        auth.add_argument(
+            "--insecure-no-auth",
+            action="store_true",
+            help="serve without access control on a non-loopback address, on purpose",
+        )
+        auth.add_argument(
+            "--forwarded-allow-ips",
+            metavar="IPS",
+            help="proxies whose X-Forwarded-* headers are trusted (comma-separated IPs/networks, '*'); "
+            "default $FORWARDED_ALLOW_IPS or 127.0.0.1,::1",
+        )
 
     serve = sub.add_parser("serve", help="STOW + WADO + QIDO in one process on a local folder and SQLite")
     common(serve, "127.0.0.1")
@@ -142,7 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.cors:
         os.environ["CORS_ORIGINS"] = ",".join(args.cors)
+    for option, name in _AUTH_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            os.environ[name] = value
     try:
+        from .auth import check_bind, load_auth_settings
+
+        check_bind(args.host, load_auth_settings(os.environ), insecure_no_auth=args.insecure_no_auth)
         # Fail at start-up, with one line, not at the first request.
         app = create_app_from_env()
     except ConfigError as exc:
@@ -164,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         ws="none",  # no WebSocket routes; spares importing the websockets package at start-up
         timeout_keep_alive=30,
+        # X-Forwarded-* are handled by the app, from FORWARDED_ALLOW_IPS only (dicomweb_core.auth.proxy):
+        # uvicorn's own handling would rewrite the client address before the app can check the peer.
+        proxy_headers=False,
     )
     return 0
 

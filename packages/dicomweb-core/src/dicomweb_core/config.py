@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .auth.settings import AuthSettings, load_auth_settings
 from .errors import ConfigError
 
 MiB = 1024 * 1024
@@ -66,6 +67,8 @@ class Settings:
     study_quiet_seconds: float = 0.0
     #: How long a dispatcher holds claimed outbox events before another replica may retry them.
     event_lease_seconds: float = 15.0
+    #: Access control, audit trail and trusted proxies (:mod:`dicomweb_core.auth`).
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -102,6 +105,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         s3_part_size=_int(env, "S3_PART_SIZE", 8 * MiB, 5 * MiB),
         study_quiet_seconds=_float(env, "STUDY_QUIET_SECONDS", 0.0),
         event_lease_seconds=_float(env, "EVENT_LEASE_SECONDS", 15.0),
+        auth=load_auth_settings(env),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     for name in ("k_sink", "query_endpoint", "public_base_url"):

@@ -24,6 +24,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
+from .auth.audit import audit_logger
+from .auth.middleware import AuthMiddleware
+from .auth.proxy import ForwardedHeadersMiddleware
 from .errors import DicomwebError
 from .runtime import Runtime
 
@@ -32,6 +35,8 @@ log = logging.getLogger("dicomweb")
 COMBINED_ROOT = "/dicomweb"
 #: Where each service is mounted (the seed's split); the service's own ``Service.root`` agrees.
 SERVICE_ROOTS = {"stow": "/stow-rs", "wado": "/wado-rs"}
+#: Answered without a token whatever AUTH_MODE says (probes and scrapers carry none).
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 def _log_failure(task: asyncio.Task[object]) -> None:
@@ -148,7 +153,10 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
         finally:
             await runtime.stop()
 
-    middleware = []
+    auth = runtime.settings.auth
+    # Outermost first: proxy headers settle the client address and scheme; CORS answers
+    # preflights and decorates refusals; access control runs before any route.
+    middleware = [Middleware(ForwardedHeadersMiddleware, trusted=auth.forwarded_allow_ips)]
     if runtime.settings.cors_origins:
         middleware.append(
             Middleware(
@@ -156,8 +164,25 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
                 allow_origins=list(runtime.settings.cors_origins),
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["Warning", "ETag", "Last-Modified", "Content-Type", "Content-Location"],
+                expose_headers=[
+                    "Warning",
+                    "ETag",
+                    "Last-Modified",
+                    "Content-Type",
+                    "Content-Location",
+                    "WWW-Authenticate",
+                ],
                 max_age=600,
+            )
+        )
+    if auth.enabled or auth.audit:
+        middleware.append(
+            Middleware(
+                AuthMiddleware,
+                settings=auth,
+                roots=[*SERVICE_ROOTS.values(), COMBINED_ROOT],
+                open_paths=OPEN_PATHS,
+                audit=audit_logger() if auth.audit else None,
             )
         )
     app = Starlette(
@@ -171,7 +196,8 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
 
 
 def request_base_url(request: Request, public_base_url: str = "") -> str:
-    """Scheme://host[:port] as the client sees it (``X-Forwarded-*`` honoured), no trailing slash."""
+    """Scheme://host[:port] as the client sees it, no trailing slash. ``X-Forwarded-*`` headers
+    reach this point only from trusted proxies (:class:`~.auth.proxy.ForwardedHeadersMiddleware`)."""
     if public_base_url:
         return public_base_url
     headers = request.headers

@@ -9,6 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dicomweb_core.auth.audit import note_stored
 from dicomweb_core.errors import MediaTypeError, MultipartError, PayloadTooLargeError
 from dicomweb_core.ingest import StowPipeline
 from dicomweb_core.multipart import boundary_from_content_type, parse_content_type
@@ -54,6 +55,11 @@ class StowEndpoint:
             outcome = await self.pipeline.run(body, boundary, study_uid)
         if outcome.stored:
             self.runtime.events_committed()
+        note_stored(
+            request.scope,
+            [(p.record.study_uid, p.record.series_uid, p.record.sop_instance_uid) for p in outcome.stored],
+            len(outcome.failed),
+        )
         ds = response_dataset(outcome, wado_base=self._wado_base(request), study_uid=study_uid)
         if "application/dicom+xml" in request.headers.get("accept", "") and "json" not in request.headers.get(
             "accept", ""
