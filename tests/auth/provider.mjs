@@ -37,6 +37,16 @@ const provider = new Provider(config.issuer, {
   },
   extraTokenClaims: (ctx, token) => extra[token.clientId] || {},
 });
+// Requests per path, for the tests (how often the service fetched the JWKS).
+const counts = {};
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test-counts') {
+    ctx.body = counts;
+    return;
+  }
+  counts[ctx.path] = (counts[ctx.path] || 0) + 1;
+  await next();
+});
 provider.listen(config.port, '127.0.0.1', () => {
   process.stdout.write(`ready ${config.port}\n`);
 });
