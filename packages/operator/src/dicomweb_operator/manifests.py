@@ -157,6 +157,10 @@ def common_env(spec: IngestionSpec) -> list[dict[str, Any]]:
     if spec.catalog_database is not None:
         ref = spec.catalog_database
         env.append({"name": "CATALOG_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    # The services refuse to listen beyond loopback without access control unless told so on
+    # purpose: without spec.auth, AUTH_MODE=none says the cluster (mesh, ingress) guards them.
+    auth = spec.auth.env() if spec.auth is not None else [("AUTH_MODE", "none")]
+    env.extend(_env(name, value) for name, value in auth)
     return env
 
 

@@ -64,6 +64,34 @@ class CatalogDatabaseRef:
     key: str = DEFAULT_CATALOG_KEY
 
 
+PERMISSION_SOURCES = ("scope", "keycloak", "entra")
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """``spec.auth`` (optional, additive): OAuth 2 / OpenID Connect access control of both services."""
+
+    issuer: str
+    audience: str
+    permissions_from: str = "scope"
+    jwks_url: str | None = None
+    roles_client: str | None = None
+
+    def env(self) -> list[tuple[str, str]]:
+        """The services' ``AUTH_*`` settings."""
+        env = [
+            ("AUTH_MODE", "oidc"),
+            ("AUTH_ISSUER", self.issuer),
+            ("AUTH_AUDIENCE", self.audience),
+            ("AUTH_PERMISSIONS_FROM", self.permissions_from),
+        ]
+        if self.jwks_url:
+            env.append(("AUTH_JWKS_URL", self.jwks_url))
+        if self.roles_client:
+            env.append(("AUTH_ROLES_CLIENT", self.roles_client))
+        return env
+
+
 @dataclass(frozen=True)
 class IngestionSpec:
     bucket_config_name: str
@@ -76,6 +104,7 @@ class IngestionSpec:
     image_pull_secrets: tuple[str, ...] = ()
     catalog_database: CatalogDatabaseRef | None = None
     query_endpoint: str | None = None
+    auth: AuthSpec | None = None
 
 
 def parse_spec(raw: Mapping[str, Any]) -> IngestionSpec:
@@ -102,6 +131,7 @@ def parse_spec(raw: Mapping[str, Any]) -> IngestionSpec:
         not isinstance(query_endpoint, str) or not query_endpoint.startswith(("http://", "https://"))
     ):
         problems.append("spec.queryEndpoint must be an http:// or https:// URL")
+    auth = _auth_spec(raw.get("auth"), problems)
     if problems:
         raise InvalidSpecError(problems)
     return IngestionSpec(
@@ -114,6 +144,7 @@ def parse_spec(raw: Mapping[str, Any]) -> IngestionSpec:
         image_pull_secrets=pull_secrets,
         catalog_database=catalog,
         query_endpoint=query_endpoint or None,
+        auth=auth,
     )
 
 
@@ -228,3 +259,48 @@ def _catalog_ref(raw: Any, problems: list[str]) -> CatalogDatabaseRef | None:
         problems.append(f"{where}.key must be a Secret data key")
         return None
     return CatalogDatabaseRef(name=name, key=key)
+
+
+def _auth_spec(raw: Any, problems: list[str]) -> AuthSpec | None:
+    if raw is None:
+        return None
+    where = "spec.auth"
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where} must be an object with issuer and audience")
+        return None
+    before = len(problems)
+
+    def url(key: str, required: bool) -> str | None:
+        value = raw.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            problems.append(f"{where}.{key} must be an http:// or https:// URL")
+            return None
+        return value
+
+    def text(key: str, required: bool) -> str | None:
+        value = raw.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{where}.{key} must be a non-empty string")
+            return None
+        return value
+
+    issuer = url("issuer", True)
+    jwks_url = url("jwksUrl", False)
+    audience = text("audience", True)
+    roles_client = text("rolesClient", False)
+    source = raw.get("permissionsFrom", "scope")
+    if source not in PERMISSION_SOURCES:
+        problems.append(f"{where}.permissionsFrom must be one of {', '.join(PERMISSION_SOURCES)}")
+    if len(problems) > before or issuer is None or audience is None:
+        return None
+    return AuthSpec(
+        issuer=issuer,
+        audience=audience,
+        permissions_from=str(source),
+        jwks_url=jwks_url,
+        roles_client=roles_client,
+    )
