@@ -115,11 +115,36 @@ class _OhifHandler(SimpleHTTPRequestHandler):
         pass  # the bundle is ~100 files; its request log is noise
 
 
+@pytest.fixture(params=["no-auth", "bearer-token"])
+def viewer_token(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None: the server runs without access control. Otherwise a real access token (``dicom.read
+    dicom.write``) from a real OpenID Provider (tests/auth); the server then runs AUTH_MODE=oidc
+    and the browser sends the token on every request (as OHIF does once its ``oidc`` sign-in ran)."""
+    if request.param == "no-auth":
+        yield None
+        return
+    from tests.auth.conftest import OidcProvider, SigningKey
+
+    (tmp_path / "oidc").mkdir()
+    provider = OidcProvider(tmp_path / "oidc", [SigningKey("viewer-key")]).start()
+    request.node.oidc_provider = provider
+    yield provider.token("dicom.read dicom.write")
+    provider.stop()
+
+
 @pytest.fixture
-def dicomweb_server(tmp_path: Path) -> Iterator[ServiceProcess]:
+def dicomweb_server(
+    request: pytest.FixtureRequest, tmp_path: Path, viewer_token: str | None
+) -> Iterator[ServiceProcess]:
+    env: dict[str, str] = {}
+    if viewer_token is not None:
+        from tests.auth.conftest import auth_env
+
+        env = auth_env(request.node.oidc_provider)
     server = ServiceProcess(
         "serve",
         args=["--data-dir", str(tmp_path / "data"), "--cors", "*"],
+        env=env,
         log_path=tmp_path / "server.log",
     )
     server.start()

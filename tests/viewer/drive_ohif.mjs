@@ -44,6 +44,10 @@ try {
     ],
     viewport: { width: 1280, height: 900 },
   });
+  if (process.env.DICOMWEB_TOKEN) {
+    // The server runs with access control: send the bearer token, as OHIF does once signed in.
+    await context.setExtraHTTPHeaders({ Authorization: `Bearer ${process.env.DICOMWEB_TOKEN}` });
+  }
   const page = context.pages()[0] || (await context.newPage());
   page.on('console', (msg) => {
     if (msg.type() === 'error') report.consoleErrors.push(msg.text().slice(0, 500));

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ def ramp(offset: int) -> bytes:
     return np.broadcast_to(rows, (SIZE, SIZE)).astype(np.uint16).tobytes()
 
 
-def store_study(server: ServiceProcess) -> tuple[str, str]:
+def store_study(server: ServiceProcess, token: str | None = None) -> tuple[str, str]:
     study, series = uid(), uid()
     datasets = [
         make_dataset(
@@ -66,21 +67,27 @@ def store_study(server: ServiceProcess) -> tuple[str, str]:
         parts.append(to_bytes(ds))
     body, content_type = multipart_related(parts)
     response = httpx.post(
-        server.base + "/dicomweb/studies", content=body, headers={"Content-Type": content_type}
+        server.base + "/dicomweb/studies",
+        content=body,
+        headers={"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})},
     )
     assert response.status_code == 200, response.text
     return study, series
 
 
 def test_ohif_lists_opens_and_draws_a_study(
-    ohif_url: str, dicomweb_server: ServiceProcess, tmp_path: Path
+    ohif_url: str, dicomweb_server: ServiceProcess, viewer_token: str | None, tmp_path: Path
 ) -> None:
-    study, series = store_study(dicomweb_server)
+    study, series = store_study(dicomweb_server, viewer_token)
+    if viewer_token is not None:
+        # Access control is on: without the token the viewer could not read anything.
+        assert httpx.get(dicomweb_server.base + "/dicomweb/studies").status_code == 401
     root = dicomweb_server.base + "/dicomweb"
 
     run = subprocess.run(
         ["node", str(HERE / "drive_ohif.mjs"), ohif_url, root, SHOWN_AS, str(tmp_path)],
         cwd=HERE,
+        env={**os.environ, "DICOMWEB_TOKEN": viewer_token or ""},
         capture_output=True,
         text=True,
         timeout=50,
