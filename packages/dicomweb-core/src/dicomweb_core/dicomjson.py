@@ -26,6 +26,7 @@ from .models import PixelDataInfo
 log = logging.getLogger("dicomweb.dicomjson")
 
 BASE_PLACEHOLDER = "@@BASE@@"
+DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 #: Binary values longer than this are served as bulk data rather than inlined.
 BULK_DATA_THRESHOLD = 1024
 
@@ -221,7 +222,21 @@ def to_dicom_json(
             "vr": vr,
             "BulkDataURI": bulkdata_uri(study_uid, series_uid, sop_instance_uid, pixel_data.tag),
         }
+    elif _deflated_image(ds):
+        # A deflated data set has no byte offsets to record, but its Pixel Data is bulk data
+        # all the same: WADO serves it from the inflated object.
+        out["7FE00010"] = {
+            "vr": "OB" if ds.get("BitsAllocated", 16) <= 8 else "OW",
+            "BulkDataURI": bulkdata_uri(study_uid, series_uid, sop_instance_uid, 0x7FE00010),
+        }
     return out
+
+
+def _deflated_image(ds: Dataset) -> bool:
+    """A Deflated Explicit VR Little Endian data set with the Image Pixel attributes."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return syntax == DEFLATED_EXPLICIT_VR_LE and all(t in ds for t in (0x00280010, 0x00280011, 0x00280100))
 
 
 def _pydicom_json(ds: Dataset, bulk_handler: Callable[[DataElement], str]) -> dict[str, Any]:
