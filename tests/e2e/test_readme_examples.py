@@ -88,7 +88,7 @@ def _variables_in_code() -> dict[str, str]:
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 receiver = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
                 if called == "ConfigError":
-                    texts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+                    texts = [str(c.value) for c in ast.walk(node) if isinstance(c, ast.Constant)]
                 elif called == "get" and "env" in receiver and node.args:
                     texts = [ast.unparse(node.args[0])]
                 elif called in ("_int", "_float") and len(node.args) > 1:
@@ -96,7 +96,7 @@ def _variables_in_code() -> dict[str, str]:
             elif isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id.endswith("_KEYS") for t in node.targets
             ):
-                texts = [c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant)]
+                texts = [str(c.value) for c in ast.walk(node.value) if isinstance(c, ast.Constant)]
             for text in texts:
                 for var in name.findall(str(text)):
                     found.setdefault(var, where)
