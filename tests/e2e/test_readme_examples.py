@@ -104,8 +104,10 @@ def _variables_in_code() -> dict[str, str]:
 
 
 def test_every_variable_the_code_reads_or_names_in_an_error_is_in_the_configuration_table() -> None:
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", _section("Configuration")))
+    # The configuration tables: the services' under "Configuration", access control's own.
+    rows = "\n".join(line for line in README.splitlines() if line.startswith("| `"))
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", rows))
     variables = _variables_in_code()
     assert {"DICOMWEB_DATA_DIR", "CATALOG_URL", "BUCKET_HOST", "QIDO_MAX_LIMIT"} <= set(variables)
     missing = {var: where for var, where in variables.items() if var not in documented}
-    assert not missing, f"not in the README's configuration section: {missing}"
+    assert not missing, f"not in a configuration table of the README: {missing}"
