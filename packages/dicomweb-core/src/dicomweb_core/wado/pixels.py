@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,7 +242,7 @@ def _big_endian_width(record: InstanceRecord, source: PixelSource, tag: int) -> 
     return _SWAP_WIDTH.get(str(vr), 1)
 
 
-async def _swapped(chunks: AsyncIterator[bytes], width: int) -> AsyncIterator[bytes]:
+async def _swapped(chunks: AsyncIterator[bytes], width: int) -> AsyncGenerator[bytes, None]:
     """Big-endian words to little-endian, whatever the chunking (a split word is carried)."""
     carry = b""
     async for chunk in chunks:
@@ -255,19 +255,22 @@ async def _swapped(chunks: AsyncIterator[bytes], width: int) -> AsyncIterator[by
         yield carry  # an odd trailing byte has no partner: as stored
 
 
-async def _trimmed(chunks: AsyncIterator[bytes], skip: int, length: int) -> AsyncIterator[bytes]:
+async def _trimmed(chunks: AsyncGenerator[bytes, None], skip: int, length: int) -> AsyncIterator[bytes]:
     """``length`` bytes of ``chunks`` after the first ``skip``."""
-    async for chunk in chunks:
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        piece = chunk[skip : skip + length]
-        skip = 0
-        length -= len(piece)
-        if piece:
-            yield piece
-        if length <= 0:
-            break
+    try:
+        async for chunk in chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = chunk[skip : skip + length]
+            skip = 0
+            length -= len(piece)
+            if piece:
+                yield piece
+            if length <= 0:
+                break
+    finally:
+        await chunks.aclose()  # stop the store read now, not when the generator is collected
 
 
 def _value_from_object(blob: bytes, tag: int) -> bytes | None:
