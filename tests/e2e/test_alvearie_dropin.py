@@ -132,3 +132,16 @@ def test_wado_resolves_through_the_query_api_and_reads_from_s3(
     assert [m["00200013"]["Value"] for m in metadata] == [[1], [2]]
     missing = httpx.get(wado.base + f"/wado-rs/studies/{study}/series/{series}/instances/1.2.3.4/metadata")
     assert missing.status_code == 404
+
+
+def test_combined_date_time_range_passes_the_date_range_to_the_query_api(
+    services: tuple[ServiceProcess, ServiceProcess, str], fake: AlvearieFake
+) -> None:
+    _, wado, _ = services
+    params = {"PatientID": "PID-ALV", "StudyDate": "20240115-20240116", "StudyTime": "1000-0900"}
+    resp = httpx.get(wado.base + "/wado-rs/studies", params=params)
+    assert resp.status_code == 200, resp.text
+    assert fake.queries[-1]["queryAttributes"] == {
+        str(0x00100020): "PID-ALV",
+        str(0x00080020): "20240115-20240116",
+    }

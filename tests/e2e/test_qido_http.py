@@ -100,20 +100,106 @@ def test_empty_result_is_200_empty_array(embedded: ServiceProcess) -> None:
     assert resp.json() == []
 
 
-def test_unsupported_matching_gives_a_warning_header(
+def test_unsupported_matching_gives_a_warning_header_and_is_ignored(
     embedded: ServiceProcess, study: tuple[str, str, str, str]
 ) -> None:
-    resp = httpx.get(f"{embedded.base}/dicomweb/studies?PatientID={study[3]}&NoSuchKeyword=1")
+    # PatientWeight is a real attribute the catalog cannot match on: warned, then ignored.
+    resp = httpx.get(f"{embedded.base}/dicomweb/studies?PatientID={study[3]}&PatientWeight=1")
     assert resp.status_code == 200
     assert resp.headers["warning"].startswith("299 ")
-    assert "NoSuchKeyword" in resp.headers["warning"]
+    assert "PatientWeight" in resp.headers["warning"]
+    assert [s["0020000D"]["Value"][0] for s in resp.json()] == [study[0]]
 
 
-@pytest.mark.parametrize("query", ["limit=-1", "offset=x", "StudyDate=2024-13-45", "fuzzymatching=maybe"])
+@pytest.mark.parametrize("key", ["Foo", "NoSuchKeyword", "PatientID.Foo"])
+def test_keys_that_are_not_dicom_attributes_are_400_with_the_key(
+    embedded: ServiceProcess, study: tuple[str, str, str, str], key: str
+) -> None:
+    resp = httpx.get(f"{embedded.base}/dicomweb/studies", params={"PatientID": study[3], key: "bar"})
+    assert resp.status_code == 400
+    assert key in resp.text and "unknown query key" in resp.text
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=-1",
+        "offset=x",
+        "StudyDate=2024-13-45",
+        "fuzzymatching=maybe",
+        "StudyDate=20200230",
+        "StudyDate=20231301-",
+        "StudyTime=999999",
+        "StudyTime=2400",
+        "PatientBirthDate=19990229",
+        "StudyDate=20240101&StudyTime=1800-1000",
+    ],
+)
 def test_invalid_query_values_are_400(embedded: ServiceProcess, query: str) -> None:
     resp = httpx.get(f"{embedded.base}/dicomweb/studies?{query}")
     assert resp.status_code == 400
     assert resp.text.strip()
+
+
+def test_modalities_in_study_with_other_keys_over_http(
+    embedded: ServiceProcess, study: tuple[str, str, str, str]
+) -> None:
+    study_uid, _, _, patient = study
+    client = DICOMwebClient(embedded.base + "/dicomweb")
+    for filters in (
+        {"PatientID": patient, "ModalitiesInStudy": "CT"},
+        {"ModalitiesInStudy": "MR", "PatientID": patient},
+        {"ModalitiesInStudy": "CT", "PatientName": "Qido*", "PatientID": patient, "Modality": "MR"},
+    ):
+        found = client.search_for_studies(search_filters=filters)
+        assert [s["0020000D"]["Value"][0] for s in found] == [study_uid], filters
+    assert client.search_for_studies(search_filters={"PatientID": patient, "ModalitiesInStudy": "US"}) == []
+
+
+def test_cross_level_searches_return_the_enclosing_levels_attributes(
+    embedded: ServiceProcess, study: tuple[str, str, str, str]
+) -> None:
+    study_uid, ct, _, patient = study
+    root = f"{embedded.base}/dicomweb"
+    for path, count in (
+        (f"/series?PatientID={patient}", 2),
+        (f"/instances?PatientID={patient}", 3),
+        (f"/studies/{study_uid}/instances", 3),
+    ):
+        results = httpx.get(root + path).json()
+        assert len(results) == count, path
+        for r in results:
+            assert r["0020000D"]["Value"] == [study_uid]
+            assert r["00100020"]["Value"] == [patient]
+            assert r["00080020"]["Value"] == ["20240115"]
+            assert r["00080061"]["Value"] == ["CT", "MR"]
+            assert r["00201206"]["Value"] == [2]
+            assert r["00201208"]["Value"] == [3]
+            expected = 2 if r["0020000E"]["Value"] == [ct] else 1
+            assert r["00201209"]["Value"] == [expected], path
+            assert r["00080060"]["Value"]
+
+
+def test_study_date_and_time_match_as_one_datetime_range(
+    embedded: ServiceProcess, study: tuple[str, str, str, str]
+) -> None:
+    # The study is on 2024-01-15 at 10:15:00.
+    patient = study[3]
+    found = {
+        (date, time): len(
+            httpx.get(
+                f"{embedded.base}/dicomweb/studies",
+                params={"PatientID": patient, "StudyDate": date, "StudyTime": time},
+            ).json()
+        )
+        for date, time in [
+            ("20240114-20240115", "1200-1100"),  # 14th 12:00 to 15th 11:00: in
+            ("20240115-20240116", "1100-0900"),  # 15th 11:00 to 16th 09:00: out
+            ("20240110-20240115", "0000-1000"),  # up to the 15th 10:00: out
+            ("20240115-", "1015-"),  # from the 15th 10:15: in
+        ]
+    }
+    assert list(found.values()) == [1, 0, 0, 1], found
 
 
 def test_malformed_uid_in_the_path_is_400(embedded: ServiceProcess) -> None:

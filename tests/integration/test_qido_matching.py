@@ -234,7 +234,7 @@ async def test_series_results_carry_series_and_study_attributes(filled: Any) -> 
     assert v(res[0], "00100020") == ["P001"]
     assert v(res[0], "0020000D") == ["1.2.3.1"]
     assert v(res[0], "00081190") == [f"{BASE}/studies/1.2.3.1/series/1.2.3.1.1"]
-    assert "00201208" not in res[0]
+    assert v(res[0], "00201208") == [3]  # the enclosing study's computed attributes too
 
 
 async def test_instance_results_are_ordered_by_instance_number(filled: Any) -> None:
@@ -284,14 +284,114 @@ async def test_limit_offset_pages_are_disjoint_and_complete(filled: Any) -> None
     assert await uids(filled, ("offset", "3")) == everything[3:]
 
 
-async def test_unknown_and_unsupported_keys_produce_warnings_not_silence(filled: Any) -> None:
-    q = parse_qido("study", [("NoSuchKeyword", "x"), ("PatientWeight", "70"), ("PatientID", "P001")])
-    assert any("NoSuchKeyword" in w for w in q.warnings)
+async def test_unsupported_attribute_keys_produce_warnings_not_silence(filled: Any) -> None:
+    q = parse_qido("study", [("PatientWeight", "70"), ("PatientID", "P001")])
     assert any("PatientWeight" in w for w in q.warnings)
     (res,) = await filled.search(q, base_url=BASE)
     assert v(res, "00101030") == [70]  # returned even though not matched
-    q = parse_qido("study", [("ReferencedStudySequence.ReferencedSOPInstanceUID.Foo", "1")])
+    q = parse_qido(
+        "study", [("ReferencedStudySequence.ReferencedStudySequence.ReferencedSOPInstanceUID", "1")]
+    )
     assert q.warnings and not q.matches
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Foo",
+        "NoSuchKeyword",
+        "ReferencedStudySequence.ReferencedSOPInstanceUID.Foo",
+        "Foo.PatientID",
+        "0010002",
+    ],
+)
+def test_keys_that_are_not_dicom_attributes_are_bad_requests_naming_the_key(key: str) -> None:
+    with pytest.raises(BadRequestError, match="unknown query key") as exc:
+        parse_qido("study", [("PatientID", "P001"), (key, "bar")])
+    assert repr(key) in exc.value.reason
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("PatientID", "P001"), ("ModalitiesInStudy", "CT")],
+        [("ModalitiesInStudy", "CT"), ("PatientID", "P001")],
+        [("ModalitiesInStudy", "CT"), ("StudyDate", "20240101-"), ("PatientName", "Smith*")],
+        [
+            ("Modality", "SR"),
+            ("PatientName", "Smith*"),
+            ("ModalitiesInStudy", "CT"),
+            ("StudyDate", "20240101-"),
+        ],
+        [("SOPClassesInStudy", SR), ("ModalitiesInStudy", "CT"), ("AccessionNumber", "ACC1")],
+    ],
+)
+async def test_modalities_in_study_combined_with_other_keys_in_any_order(
+    filled: Any, params: list[tuple[str, str]]
+) -> None:
+    assert await uids(filled, *params) == ["1.2.3.1"]
+    assert await uids(filled, *reversed(params)) == ["1.2.3.1"]
+
+
+async def test_lower_level_keys_combined_with_own_level_keys_at_series_level(filled: Any) -> None:
+    params = [("SOPInstanceUID", "1.2.3.3.2.1"), ("Modality", "US"), ("PatientID", "P003")]
+    assert await uids(filled, *params, level="series") == ["1.2.3.3.2"]
+    assert await uids(filled, *reversed(params), level="series") == ["1.2.3.3.2"]
+
+
+@pytest.mark.parametrize(
+    ("date", "time", "expected"),
+    [
+        # From 2024-01-15 09:00 on: 1.2.3.1 (10:15 that day); 1.2.3.5 (08:00) is before it.
+        ("20240115-", "0900-", ["1.2.3.1"]),
+        # Up to 2024-01-15 09:00: 1.2.3.5 (08:00) and every earlier day at any time.
+        ("-20240115", "-0900", ["1.2.3.5", "1.2.3.2", "1.2.3.3"]),
+        # 2022-12-31 15:00 to 2024-01-15 09:00: 1.2.3.3 is at 14:00 that first day, outside.
+        ("20221231-20240115", "1500-0900", ["1.2.3.5", "1.2.3.2"]),
+        # A single date with a time range is that day's window.
+        ("20240115", "0700-0900", ["1.2.3.5"]),
+        # A date range with a single time: from that time on the first day to it on the last.
+        ("20230601-20240115", "093000", ["1.2.3.5", "1.2.3.2"]),
+    ],
+)
+async def test_study_date_and_time_ranges_match_as_one_datetime_range(
+    filled: Any, date: str, time: str, expected: list[str]
+) -> None:
+    assert await uids(filled, ("StudyDate", date), ("StudyTime", time)) == expected
+    assert await uids(filled, ("StudyTime", time), ("StudyDate", date)) == expected
+    q = parse_qido("study", [("StudyDate", date), ("StudyTime", time)])
+    assert [m.kind for m in q.matches] == ["datetime"]
+
+
+async def test_separate_date_and_time_ranges_would_differ_from_the_combined_one(filled: Any) -> None:
+    # Independently, 1500-0900 is an empty time range (400); as one datetime range it is not.
+    with pytest.raises(BadRequestError):
+        parse_qido("study", [("StudyTime", "1500-0900")])
+    # Two single values are two plain conditions.
+    assert await uids(filled, ("StudyDate", "20240115"), ("StudyTime", "080000")) == ["1.2.3.5"]
+
+
+async def test_series_and_instance_searches_carry_the_enclosing_levels_attributes(filled: Any) -> None:
+    for level, params, kw in [
+        ("series", [("PatientID", "P001")], {}),
+        ("series", [], {"study_uid": "1.2.3.1"}),
+        ("instance", [("PatientID", "P001")], {}),
+        ("instance", [], {"study_uid": "1.2.3.1"}),
+        ("instance", [], {"study_uid": "1.2.3.1", "series_uid": "1.2.3.1.1"}),
+    ]:
+        res = await search(filled, level, *params, **kw)
+        assert res, (level, kw)
+        for r in res:
+            assert v(r, "00100020") == ["P001"], (level, kw)
+            assert v(r, "00080020") == ["20240115"]
+            assert v(r, "00080061") == ["CT", "SR"]
+            assert v(r, "00201206") == [2]
+            assert v(r, "00201208") == [3]
+            assert v(r, "0020000E") is not None and v(r, "00080060") is not None
+            series_no = v(r, "00200011")[0]
+            assert v(r, "00201209") == [{1: 2, 2: 1}[series_no]]
+        if level == "instance":
+            assert all(v(r, "00080018") for r in res)
 
 
 @pytest.mark.parametrize(
@@ -306,6 +406,15 @@ async def test_unknown_and_unsupported_keys_produce_warnings_not_silence(filled:
         [("StudyDate", "20240101-20230101")],
         [("StudyDate", "2024")],
         [("StudyTime", "25h")],
+        [("StudyDate", "20200230")],
+        [("StudyDate", "20231301")],
+        [("StudyDate", "20240101-20240231")],
+        [("PatientBirthDate", "19990229")],
+        [("StudyTime", "999999")],
+        [("StudyTime", "2400")],
+        [("StudyTime", "1260")],
+        [("StudyTime", "-246000")],
+        [("StudyDate", "20240101"), ("StudyTime", "1800-1000")],
         [("StudyInstanceUID", "abc")],
         [("StudyInstanceUID", "1.2.3,01.2")],
         [("SeriesNumber", "one")],

@@ -4,42 +4,60 @@ from __future__ import annotations
 
 import glob
 import io
+import logging
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pydicom
+import pydicom.errors
 import pytest
 
-from dicomweb_core.dicomjson import BASE_PLACEHOLDER, _charset, _fast_dataset, _pydicom_json, to_dicom_json
+from dicomweb_core.dicomjson import (
+    BASE_PLACEHOLDER,
+    _charset,
+    _fast_dataset,
+    _pydicom_json,
+    _Unsupported,
+    bulkdata_uri,
+    to_dicom_json,
+)
 from dicomweb_core.models import PixelDataInfo
 from tests.dicomfiles import make_dataset, to_bytes
 
+#: Files without a File Meta header ("DICM"): pydicom reads them only with ``force=True``.
+NEEDS_FORCE = frozenset({"ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm", "no_meta.dcm", "rtstruct.dcm"})
+#: Files the fast encoder does not take as they are, and what happens instead (tested below).
+FAST_PATH_REFUSES = {
+    "J2K_pixelrep_mismatch.dcm": "whole",  # multi-valued SpecificCharacterSet: pydicom converts it all
+    "badVR.dcm": "00280008",  # NumberOfFrames "1A": that element alone is left out, logged
+}
 
-def _read(path: str) -> pydicom.Dataset | None:
+
+def _read(path: str) -> pydicom.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:
-            return None
+        return pydicom.dcmread(path, stop_before_pixels=True, force=os.path.basename(path) in NEEDS_FORCE)
 
 
-def _readable(path: str) -> bool:
-    return _read(path) is not None
-
-
-FILES = [
-    path
-    for path in sorted(
-        glob.glob(
-            os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "**", "*.dcm"),
-            recursive=True,
-        )
+FILES = sorted(
+    glob.glob(
+        os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files", "**", "*.dcm"),
+        recursive=True,
     )
-    if _readable(path)
-]
+)
+
+
+def test_the_files_needing_force_are_exactly_the_named_ones() -> None:
+    refused = set()
+    for path in FILES:
+        try:
+            pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            refused.add(os.path.basename(path))
+    assert refused == NEEDS_FORCE
 
 
 def _as_received(ds: pydicom.Dataset) -> pydicom.Dataset:
@@ -48,8 +66,8 @@ def _as_received(ds: pydicom.Dataset) -> pydicom.Dataset:
     return pydicom.dcmread(io.BytesIO(to_bytes(ds)), stop_before_pixels=True)
 
 
-def test_every_readable_pydicom_file_is_compared() -> None:
-    assert len(FILES) > 60
+def test_every_pydicom_file_is_compared() -> None:
+    assert len(FILES) > 70
 
 
 def _normalise(obj: Any) -> Any:
@@ -64,18 +82,91 @@ def _normalise(obj: Any) -> Any:
     return obj
 
 
-@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
-def test_fast_encoder_matches_pydicom(path: str) -> None:
-    ds, ref_ds = _read(path), _read(path)
-    assert ds is not None and ref_ds is not None
-    try:
-        fast = _fast_dataset(ds, lambda tag: f"bulk/{tag:08X}", _charset(ds))
-    except Exception:
-        return  # to_dicom_json falls back to pydicom for this one (covered below)
+def _reference(ds: pydicom.Dataset, uri: Callable[[int], str] = lambda tag: f"bulk/{tag:08X}") -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = _pydicom_json(ref_ds, lambda e: f"bulk/{int(e.tag):08X}")
-    assert _normalise(orjson.loads(orjson.dumps(fast))) == _normalise(orjson.loads(orjson.dumps(ref)))
+        ref = _pydicom_json(ds, lambda e: uri(int(e.tag)))
+    return _normalise(orjson.loads(orjson.dumps(ref)))
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in FILES if os.path.basename(p) not in FAST_PATH_REFUSES], ids=os.path.basename
+)
+def test_fast_encoder_matches_pydicom(path: str) -> None:
+    ds, ref_ds = _read(path), _read(path)
+    fast = _fast_dataset(ds, lambda tag: f"bulk/{tag:08X}", _charset(ds))
+    assert _normalise(orjson.loads(orjson.dumps(fast))) == _reference(ref_ds)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_PATH_REFUSES))
+def test_files_the_fast_encoder_refuses_still_encode_like_pydicom(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = next(p for p in FILES if os.path.basename(p) == name)
+    ds = _read(path)
+    if FAST_PATH_REFUSES[name] == "whole":
+        with pytest.raises(_Unsupported, match="multi-valued SpecificCharacterSet"):
+            _charset(ds)
+    with caplog.at_level(logging.WARNING, logger="dicomweb.dicomjson"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = to_dicom_json(ds, study_uid="1", series_uid="2", sop_instance_uid="3", pixel_data=None)
+    ref = _reference(_read(path), lambda tag: bulkdata_uri("1", "2", "3", tag))
+    assert _normalise(orjson.loads(orjson.dumps(out))) == ref
+    dropped = FAST_PATH_REFUSES[name]
+    if dropped != "whole":
+        assert dropped not in out and len(out) == len(ds) - 1
+        assert [r.getMessage() for r in caplog.records if dropped in r.getMessage()]
+    else:
+        assert len(out) == len(ds)
+
+
+def test_a_malformed_value_drops_only_that_element_and_logs_it(caplog: pytest.LogCaptureFixture) -> None:
+    ds = make_dataset(NumberOfFrames=77)
+    del ds.PixelData
+    element = b"\x28\x00\x08\x00IS\x02\x00"
+    raw = to_bytes(ds).replace(element + b"77", element + b"1A")  # NumberOfFrames "1A"
+    received = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+    with caplog.at_level(logging.WARNING, logger="dicomweb.dicomjson"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = to_dicom_json(received, study_uid="1", series_uid="2", sop_instance_uid="3", pixel_data=None)
+    assert "00280008" not in out
+    assert out["00100020"] == {"vr": "LO", "Value": ["PID-1"]}
+    assert any("00280008" in r.getMessage() for r in caplog.records)
+
+
+def test_text_undecodable_in_the_declared_charset_goes_to_pydicom_alone() -> None:
+    ds = make_dataset(SpecificCharacterSet="ISO_IR 192")
+    del ds.PixelData
+    raw = to_bytes(ds).replace(b"Test study", b"caf\xe9 \xff\xfe\xfd!!")  # not UTF-8
+    received = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+    with pytest.raises(UnicodeDecodeError):
+        received.get_item(0x00081030).value.decode("utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = to_dicom_json(received, study_uid="1", series_uid="2", sop_instance_uid="3", pixel_data=None)
+    assert out["00081030"]["vr"] == "LO" and out["00081030"]["Value"][0].startswith("caf")
+    assert out["00100020"] == {"vr": "LO", "Value": ["PID-1"]}  # the rest still on the fast path
+
+
+def test_an_unsupported_character_set_goes_to_pydicom_whole() -> None:
+    ds = make_dataset(SpecificCharacterSet="ISO_IR 144", PatientName="\u0418\u0432\u0430\u043d\u043e\u0432")
+    received = _as_received(ds)
+    with pytest.raises(_Unsupported):
+        _charset(received)
+    out = to_dicom_json(received, study_uid="1", series_uid="2", sop_instance_uid="3", pixel_data=None)
+    assert out["00100010"]["Value"] == [{"Alphabetic": "\u0418\u0432\u0430\u043d\u043e\u0432"}]
+
+
+def test_errors_that_are_not_bad_values_are_not_swallowed() -> None:
+    """The fallbacks catch conversion errors only: a failing bulk handler (a bug) surfaces."""
+    ds = _as_received(make_dataset())
+    ds.add_new(0x00091011, "OB", bytes(4000))
+
+    def broken(elem: Any) -> str:
+        raise RuntimeError("bulk handler bug")
+
+    with pytest.raises(RuntimeError, match="bulk handler bug"):
+        _pydicom_json(ds, broken)
 
 
 def test_pixel_data_becomes_a_placeholder_bulkdata_uri() -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dicomweb_core.errors import MediaTypeError, MultipartError
 from dicomweb_core.multipart import (
+    MAX_BOUNDARY_LENGTH,
     MAX_TRANSPORT_PADDING,
     MultipartRelatedReader,
     PartData,
@@ -123,7 +124,7 @@ def test_boundary_wrong_media_type_is_415() -> None:
         'multipart/related; type="application/dicom"',
         "multipart/related; boundary=",
         'multipart/related; boundary=""',
-        "multipart/related; boundary=" + "x" * 71,
+        "multipart/related; boundary=" + "x" * (MAX_BOUNDARY_LENGTH + 1),
         "multipart/related; boundary=\u20ac",
     ],
 )
@@ -133,8 +134,25 @@ def test_boundary_missing_empty_or_too_long_is_400(value: str) -> None:
     assert exc.value.status == 400
 
 
-def test_boundary_of_70_chars_is_accepted() -> None:
-    assert boundary_from_content_type("multipart/related; boundary=" + "x" * 70) == b"x" * 70
+@pytest.mark.parametrize("length", [70, 73, 200, MAX_BOUNDARY_LENGTH])
+def test_boundaries_longer_than_rfc_2046_are_accepted_up_to_the_cap(length: int) -> None:
+    boundary = ("0123456789abcdef-" * 20)[:length]
+    assert boundary_from_content_type(f"multipart/related; boundary={boundary}") == boundary.encode()
+    parts: Parts = [({"content-type": "application/dicom"}, b"\r\n--" + boundary[:-1].encode() + b"x" * 5000)]
+    assert parse(build(parts, boundary.encode()), [7, 100], boundary.encode()) == parts
+
+
+def test_boundary_past_the_cap_says_how_long_it_is_and_what_is_accepted() -> None:
+    with pytest.raises(MultipartError, match=f"is {MAX_BOUNDARY_LENGTH + 1} characters long; at most"):
+        boundary_from_content_type("multipart/related; boundary=" + "b" * (MAX_BOUNDARY_LENGTH + 1))
+
+
+def test_orthanc_style_two_uuid_boundary_parses() -> None:
+    # Orthanc's DICOMweb client: two UUIDs joined by "-" (73 characters).
+    boundary = b"7b3c9f2e-1d4a-4e5b-9c6d-0a1b2c3d4e5f-8f7e6d5c-4b3a-4291-8e7f-6a5b4c3d2e1f"
+    assert len(boundary) == 73
+    parts: Parts = [({"content-type": "application/dicom"}, b"DICM" * 1000)] * 3
+    assert parse(build(parts, boundary), [5, 80, 81], boundary) == parts
 
 
 # ---------------------------------------------------------------- framing
@@ -289,7 +307,7 @@ def test_wrong_boundary_in_body_raises_on_close() -> None:
         reader.close()
 
 
-@pytest.mark.parametrize("boundary", [b"", b"x" * 71, b"a\r\nb"])
+@pytest.mark.parametrize("boundary", [b"", b"x" * (MAX_BOUNDARY_LENGTH + 1), b"a\r\nb"])
 def test_reader_rejects_bad_boundary(boundary: bytes) -> None:
     with pytest.raises(MultipartError):
         MultipartRelatedReader(boundary)
@@ -404,7 +422,7 @@ def _fragments(boundary: bytes) -> st.SearchStrategy[bytes]:
 
 @st.composite
 def message(draw: st.DrawFn) -> tuple[bytes, bytes, Parts, list[int]]:
-    boundary = draw(st.sampled_from([B, b"a", b"--", b"x y"]))
+    boundary = draw(st.sampled_from([B, b"a", b"--", b"x y", b"L" * MAX_BOUNDARY_LENGTH]))
     true_delim = _true_delimiter(boundary)
     parts: Parts = []
     for _ in range(draw(st.integers(1, 4))):

@@ -9,6 +9,7 @@ with one ``bytes.replace`` when it serves the metadata.
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,10 @@ from pydicom.tag import Tag
 
 from .models import PixelDataInfo
 
+log = logging.getLogger("dicomweb.dicomjson")
+
 BASE_PLACEHOLDER = "@@BASE@@"
+DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"
 #: Binary values longer than this are served as bulk data rather than inlined.
 BULK_DATA_THRESHOLD = 1024
 
@@ -39,6 +43,14 @@ def bulkdata_uri(study_uid: str, series_uid: str, sop_instance_uid: str, tag: in
 
 class _Unsupported(Exception):
     """A value the fast path does not handle; the caller falls back to pydicom."""
+
+
+#: What pydicom raises for a value it cannot convert: number text that is not a number
+#: (``ValueError``, which includes ``UnicodeDecodeError``), a binary value of the wrong length
+#: (``struct.error``), a number out of range (``OverflowError``). Such an element is left out
+#: of the metadata, logged, rather than refusing an object that parsed. Anything else is a
+#: bug and propagates.
+_CONVERSION_ERRORS = (ValueError, struct.error, OverflowError)
 
 
 _BIN_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -75,9 +87,21 @@ def _fast_dataset(ds: Dataset, bulk: Callable[[int], str], encoding: str) -> dic
             out[f"{tag:08X}"] = _fast_element(tag, elem, bulk, encoding)
         except _Unsupported:
             # This element only: let pydicom convert it (ambiguous VRs, odd values, ...).
-            converted = ds[tag]
-            out[f"{tag:08X}"] = converted.to_json_dict(lambda e: bulk(int(e.tag)), BULK_DATA_THRESHOLD)
+            converted = _pydicom_element(ds, tag, lambda e: bulk(int(e.tag)))
+            if converted is not None:
+                out[f"{tag:08X}"] = converted
     return out
+
+
+def _pydicom_element(
+    ds: Dataset, tag: int, bulk_handler: Callable[[DataElement], str]
+) -> dict[str, Any] | None:
+    """pydicom's DICOM JSON for one element; ``None`` (logged) when its value is malformed."""
+    try:
+        return dict(ds[tag].to_json_dict(bulk_handler, BULK_DATA_THRESHOLD))
+    except _CONVERSION_ERRORS as exc:
+        log.warning("element %08X left out of the metadata: its value is malformed (%s)", tag, exc)
+        return None
 
 
 def _fast_element(tag: int, elem: Any, bulk: Callable[[int], str], encoding: str) -> dict[str, Any]:
@@ -116,7 +140,10 @@ def _fast_element(tag: int, elem: Any, bulk: Callable[[int], str], encoding: str
     if vr == "AT":
         words = struct.unpack(f"{'<' if little else '>'}{len(value) // 2}H", value[: len(value) // 4 * 4])
         return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
-    text = value.decode(encoding)
+    try:
+        text = value.decode(encoding)
+    except UnicodeDecodeError:
+        raise _Unsupported("text not in the declared character set") from None
     if vr in _TEXT_VRS:
         text = text.rstrip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
@@ -176,14 +203,17 @@ def to_dicom_json(
         return bulkdata_uri(study_uid, series_uid, sop_instance_uid, int(elem.tag))
 
     try:
-        # The fast path reads pydicom's raw (not yet converted) elements directly: several
-        # times faster than converting every element; anything unusual falls back.
-        out: dict[str, Any] = _fast_dataset(
-            ds, lambda tag: bulkdata_uri(study_uid, series_uid, sop_instance_uid, tag), _charset(ds)
-        )
-    except Exception:
-        # Unusual character sets, malformed values: pydicom's converter decides.
+        encoding = _charset(ds)
+    except _Unsupported:
+        # Character sets the fast path does not decode (ISO 2022 escapes, several values):
+        # pydicom's converter, element by element.
         out = _pydicom_json(ds, bulk_handler)
+    else:
+        # The fast path reads pydicom's raw (not yet converted) elements directly: several
+        # times faster than converting every element; an unusual element falls back alone.
+        out = _fast_dataset(
+            ds, lambda tag: bulkdata_uri(study_uid, series_uid, sop_instance_uid, tag), encoding
+        )
     if pixel_data is not None:
         vr = "OB" if pixel_data.encapsulated or ds.get("BitsAllocated", 16) <= 8 else "OW"
         if pixel_data.tag != 0x7FE00010:
@@ -192,16 +222,34 @@ def to_dicom_json(
             "vr": vr,
             "BulkDataURI": bulkdata_uri(study_uid, series_uid, sop_instance_uid, pixel_data.tag),
         }
+    elif _deflated_image(ds):
+        # A deflated data set has no byte offsets to record, but its Pixel Data is bulk data
+        # all the same: WADO serves it from the inflated object.
+        out["7FE00010"] = {
+            "vr": "OB" if ds.get("BitsAllocated", 16) <= 8 else "OW",
+            "BulkDataURI": bulkdata_uri(study_uid, series_uid, sop_instance_uid, 0x7FE00010),
+        }
     return out
 
 
+def _deflated_image(ds: Dataset) -> bool:
+    """A Deflated Explicit VR Little Endian data set with the Image Pixel attributes."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return syntax == DEFLATED_EXPLICIT_VR_LE and all(t in ds for t in (0x00280010, 0x00280011, 0x00280100))
+
+
 def _pydicom_json(ds: Dataset, bulk_handler: Callable[[DataElement], str]) -> dict[str, Any]:
-    try:
-        return dict(ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler))
-    except Exception:
-        # A malformed value in one element must not sink the instance: drop the bad
-        # elements (pydicom logs them) rather than refuse an object that parsed.
-        return dict(ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_handler, suppress_invalid_tags=True))
+    """pydicom's DICOM JSON of the data set; a malformed element is left out, not fatal."""
+    out: dict[str, Any] = {}
+    for key in list(ds._dict):
+        tag = int(key)
+        if tag >> 16 == 0x0002:
+            continue
+        converted = _pydicom_element(ds, tag, bulk_handler)
+        if converted is not None:
+            out[f"{tag:08X}"] = converted
+    return out
 
 
 def dumps(obj: Any) -> bytes:

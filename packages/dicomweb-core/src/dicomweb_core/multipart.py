@@ -36,8 +36,11 @@ __all__ = [
     "parse_content_type",
 ]
 
-#: RFC 2046: a boundary is 1..70 characters.
-MAX_BOUNDARY_LENGTH = 70
+#: RFC 2046 allows 1..70 characters, but real clients send longer ones (Orthanc's DICOMweb
+#: client builds 73 from two UUIDs) and other servers take them, so we are liberal up to
+#: this cap. It only bounds the held-back delimiter candidate (the lookahead), so it costs
+#: nothing on the hot path; anything longer is a clear 400, never a guess.
+MAX_BOUNDARY_LENGTH = 256
 #: Longest run of transport padding (spaces/tabs) accepted after a delimiter. Bounded so a
 #: held-back delimiter candidate stays small; longer runs are rejected, never guessed at.
 MAX_TRANSPORT_PADDING = 256
@@ -117,8 +120,9 @@ def boundary_from_content_type(value: str) -> bytes:
     """The boundary of a ``multipart/related`` Content-Type, as bytes.
 
     Raises :class:`MediaTypeError` (415) when the media type is not multipart/related and
-    :class:`MultipartError` (400) when the boundary is missing, empty, longer than 70
-    characters or not representable in a header (non-Latin-1, CR, LF).
+    :class:`MultipartError` (400) when the boundary is missing, empty, longer than
+    :data:`MAX_BOUNDARY_LENGTH` characters or not representable in a header (non-Latin-1,
+    CR, LF).
     """
     media, params = parse_content_type(value)
     if media != "multipart/related":
@@ -138,7 +142,10 @@ def _check_boundary(boundary: bytes) -> None:
     if not boundary:
         raise MultipartError("multipart boundary is empty")
     if len(boundary) > MAX_BOUNDARY_LENGTH:
-        raise MultipartError(f"multipart boundary is longer than {MAX_BOUNDARY_LENGTH} characters")
+        raise MultipartError(
+            f"multipart boundary is {len(boundary)} characters long;"
+            f" at most {MAX_BOUNDARY_LENGTH} are accepted (RFC 2046 asks for at most 70)"
+        )
     # The delimiter search relies on CR appearing only at the delimiter's first byte.
     if b"\r" in boundary or b"\n" in boundary:
         raise MultipartError("multipart boundary contains CR or LF")

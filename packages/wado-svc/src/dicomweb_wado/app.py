@@ -25,7 +25,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 DEFAULT_QIDO_MAX_LIMIT = 10000
 
 
-def to_response(reply: Reply) -> Response:
+def to_response(reply: Reply, *, head: bool = False) -> Response:
+    if head:
+        # A HEAD reply carries the GET's headers; Content-Length only when the reply knows it.
+        response = Response(b"", status_code=reply.status, headers=reply.headers, media_type=reply.media_type)
+        if "Content-Length" not in reply.headers:
+            del response.headers["content-length"]
+        return response
     if isinstance(reply.body, bytes):
         return Response(
             reply.body, status_code=reply.status, headers=reply.headers, media_type=reply.media_type
@@ -84,7 +90,9 @@ class WadoEndpoints:
     # ------------------------------------------------------------------ WADO-RS
 
     async def retrieve(self, request: Request) -> Response:
-        return to_response(await self.retriever.instances(self.at(request), self.ask(request)))
+        head = request.method == "HEAD"  # answered from the catalog: the object is not read
+        reply = await self.retriever.instances(self.at(request), self.ask(request), head=head)
+        return to_response(reply, head=head)
 
     async def metadata(self, request: Request) -> Response:
         return to_response(await self.retriever.metadata(self.at(request), self.ask(request)))
@@ -93,13 +101,15 @@ class WadoEndpoints:
         at = self.at(request)
         numbers = parse_frame_list(request.path_params["frames"])
         record = (await self.retriever.records(at))[0]
-        return to_response(await self.pixels.frames(record, numbers, self.ask(request)))
+        head = request.method == "HEAD"
+        return to_response(await self.pixels.frames(record, numbers, self.ask(request), head=head), head=head)
 
     async def bulkdata(self, request: Request) -> Response:
         at = self.at(request)
         tag = _tag(request.path_params["tag"])
         record = (await self.retriever.records(at))[0]
-        return to_response(await self.pixels.bulkdata(record, tag, self.ask(request)))
+        head = request.method == "HEAD"
+        return to_response(await self.pixels.bulkdata(record, tag, self.ask(request), head=head), head=head)
 
     async def rendered(self, request: Request) -> Response:
         return await self._image(request, thumbnail=False)

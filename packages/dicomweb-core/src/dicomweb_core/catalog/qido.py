@@ -24,16 +24,27 @@ middle name component (``jo`` matches ``Smith^John`` and ``Jones^Ann``). A query
 the stored component at the same position (``smi^j`` matches ``Smith^John``, not
 ``John^Smith``). Wildcards inside a component still apply. Other VRs match as without it.
 
-Keys that are unknown, or known but not supported for matching, never fail the search and
-are never silently dropped: each adds a text to :attr:`QidoQuery.warnings` for a
-``Warning: 299 <host> "<text>"`` response header (known attributes are still returned).
-Malformed values (a negative ``limit``, a bad date) raise :class:`BadRequestError`.
+Combined date-time matching (PS3.4 C.2.2.2.5.1): when a date and its time attribute
+(``StudyDate`` + ``StudyTime``, ``PerformedProcedureStepStartDate`` + ``...Time``) are both
+given, at least one as a range and neither as a list, they are matched as one date-time
+range: ``StudyDate=20240101-20240103&StudyTime=1000-1800`` is from 2024-01-01 10:00 to
+2024-01-03 18:00, not "10:00 to 18:00 on each of three days". A single value counts as the
+range from itself to itself.
+
+A key that is not a DICOM attribute (``?Foo=bar``, a keyword no dictionary knows) is a
+:class:`BadRequestError` with the key in the reason. A real attribute the catalog cannot
+match on never fails the search and is never silently dropped: it adds a text to
+:attr:`QidoQuery.warnings` for a ``Warning: 299 <host> "<text>"`` response header, as
+PS3.18 8.3.4 asks, and the attribute is still returned. Malformed values (a negative
+``limit``, a date that is not a calendar date, a time past 23:59:60) raise
+:class:`BadRequestError`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from .. import dicomtags as T
@@ -42,7 +53,7 @@ from ..uids import is_valid_uid
 from .rows import normalize_date, normalize_time
 
 Level = Literal["study", "series", "instance"]
-Kind = Literal["single", "list", "wildcard", "range", "empty", "fuzzy"]
+Kind = Literal["single", "list", "wildcard", "range", "empty", "fuzzy", "datetime"]
 
 LEVEL_RANK: dict[str, int] = {"study": 0, "series": 1, "instance": 2}
 
@@ -75,6 +86,9 @@ MATCHABLE: dict[int, tuple[Level, str]] = {
     0x00200013: ("instance", "instance_number"),
 }
 
+#: Date attribute -> its time attribute, matched together as one date-time range.
+DATE_TIME_PAIRS: dict[int, int] = {0x00080020: 0x00080030, 0x00400244: 0x00400245}
+
 #: Integer columns (IS attributes stored as numbers).
 INT_COLUMNS = frozenset({"series_number", "instance_number"})
 #: PN columns with per-component upper-case columns ``<prefix>_family/_given/_middle``.
@@ -97,6 +111,7 @@ class Match:
     tag: int
     vr: str
     kind: Kind
+    #: ``datetime``: (low date, low time, high date, high time); ``""`` = open end.
     values: tuple[str, ...]
     sequence: int | None = None
 
@@ -181,7 +196,7 @@ def parse_qido(
         level=level,
         study_uid=study_uid,
         series_uid=series_uid,
-        matches=tuple(matches),
+        matches=tuple(_combine_date_time(matches)),
         includefields=tuple(includes),
         include_all=include_all,
         limit=limit,
@@ -206,9 +221,12 @@ def _parse_key(
 ) -> Match | None:
     parts = key.split(".")
     tags = [T.lookup_tag(p) for p in parts]
-    if any(t is None for t in tags):
-        warnings.append(f"unknown query key {key!r} ignored")
-        return None
+    unknown = [p for p, t in zip(parts, tags, strict=True) if t is None]
+    if unknown:
+        raise BadRequestError(
+            f"unknown query key {key!r}: {unknown[0]!r} is not a DICOM attribute keyword or"
+            " 8-digit hex tag (nor includefield, limit, offset or fuzzymatching)"
+        )
     if len(parts) > 2:
         warnings.append(f"sequence matching deeper than one level is not supported: {key!r} ignored")
         return None
@@ -280,18 +298,50 @@ def _parse_value(
     return Match(tag, vr, "single", (value,), sequence)
 
 
+def _valid_date(v: str) -> bool:
+    if _DA.fullmatch(v) is None:
+        return False
+    try:
+        date(int(v[:4]), int(v[4:6]), int(v[6:8]))
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_time(v: str) -> bool:
+    """``HH[MM[SS[.F]]]`` with HH < 24, MM < 60, SS <= 60 (a leap second)."""
+    if _TM.fullmatch(v) is None:
+        return False
+    hh, mm, ss = v[0:2], v[2:4], v[4:6]
+    return int(hh) < 24 and (not mm or int(mm) < 60) and (not ss or int(ss) <= 60)
+
+
+def _valid_datetime(v: str) -> bool:
+    m = _DT.fullmatch(v)
+    if m is None:
+        return False
+    whole = v.split(".", 1)[0][:14]
+    for sign in "+-":
+        whole = whole.split(sign, 1)[0]
+    if len(whole) >= 8 and not _valid_date(whole[:8]):
+        return False
+    if len(whole) >= 6 and not 1 <= int(whole[4:6]) <= 12:
+        return False
+    return len(whole) <= 8 or _valid_time(whole[8:])
+
+
 def _parse_temporal(key: str, tag: int, vr: str, value: str, sequence: int | None) -> Match:
     def norm(v: str) -> str:
         v = v.strip()
         if vr == "DA":
             v = normalize_date(v)
-            ok = _DA.fullmatch(v) is not None
+            ok = _valid_date(v)
         elif vr == "TM":
             v = v.replace(":", "")
-            ok = _TM.fullmatch(v) is not None
+            ok = _valid_time(v)
             v = normalize_time(v)
         else:
-            ok = _DT.fullmatch(v) is not None
+            ok = _valid_datetime(v)
         if not ok:
             raise BadRequestError(f"{key}: invalid {vr} value {v!r} in {value!r}")
         return v
@@ -302,8 +352,35 @@ def _parse_temporal(key: str, tag: int, vr: str, value: str, sequence: int | Non
             raise BadRequestError(f"{key}: empty range {value!r}")
         lo = norm(low) if low else ""
         hi = norm(high) if high else ""
-        if lo and hi and lo > hi:
-            raise BadRequestError(f"{key}: range {value!r} ends before it starts")
+        # The order of the bounds is checked once date and time keys are combined: as part
+        # of one date-time range, StudyTime=1500-0900 is meaningful.
         return Match(tag, vr, "range", (lo, hi), sequence)
     items = [norm(v) for v in value.split("\\")]
     return Match(tag, vr, "list" if len(items) > 1 else "single", tuple(items), sequence)
+
+
+def _combine_date_time(matches: list[Match]) -> list[Match]:
+    """Merge a date key and its time key into one ``datetime`` match (PS3.4 C.2.2.2.5.1)."""
+    by_tag = {m.tag: m for m in matches if m.sequence is None}
+    out = list(matches)
+    for date_tag, time_tag in DATE_TIME_PAIRS.items():
+        d, t = by_tag.get(date_tag), by_tag.get(time_tag)
+        if d is None or t is None or d.kind not in ("single", "range") or t.kind not in ("single", "range"):
+            continue
+        if "range" not in (d.kind, t.kind):
+            continue  # two single values: the plain AND of both is already the meaning
+        dlo, dhi = d.values if d.kind == "range" else (d.values[0], d.values[0])
+        tlo, thi = t.values if t.kind == "range" else (t.values[0], t.values[0])
+        if dlo and dhi and (dlo, tlo or "000000") > (dhi, thi or "999999"):
+            raise BadRequestError(
+                f"date-time range from {dlo} {tlo} to {dhi} {thi} ends before it starts"
+                f" ({T.keyword_of(date_tag)} with {T.keyword_of(time_tag)})"
+            )
+        merged = Match(date_tag, d.vr, "datetime", (dlo, tlo if dlo else "", dhi, thi if dhi else ""))
+        out = [m for m in out if m is not d and m is not t]
+        out.append(merged)
+    for m in out:
+        if m.kind == "range" and m.values[0] and m.values[1] and m.values[0] > m.values[1]:
+            name = T.keyword_of(m.tag)
+            raise BadRequestError(f"{name}: range {m.values[0]}-{m.values[1]} ends before it starts")
+    return out

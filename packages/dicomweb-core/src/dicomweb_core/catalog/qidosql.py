@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .. import dicomtags as T
-from .qido import FUZZY_PREFIX, INT_COLUMNS, LEVEL_RANK, MATCHABLE, Match, QidoQuery
+from .qido import DATE_TIME_PAIRS, FUZZY_PREFIX, INT_COLUMNS, LEVEL_RANK, MATCHABLE, Match, QidoQuery
 from .schema import Dialect
 
 _ALIAS = {"study": "st", "series": "se", "instance": "i"}
@@ -125,7 +125,31 @@ class _Builder:
             return " AND ".join(parts)
         if m.kind == "empty":
             return f"{col} IS NULL" if conv is int else f"({col} = '' OR {col} IS NULL)"
+        if m.kind == "datetime":
+            return self.datetime_range(col, m)
         return self.fuzzy(col, m.values[0])
+
+    def datetime_range(self, date_col: str, m: Match) -> str:
+        """A date and its time column as one range: (date, time) between the two bounds."""
+        alias = date_col.split(".")[0]
+        time_col = f"{alias}.{MATCHABLE[DATE_TIME_PAIRS[m.tag]][1]}"
+        dlo, tlo, dhi, thi = m.values
+        parts = [f"{date_col} <> ''"]
+        if dlo:
+            if tlo:
+                d1, d2, t = self.p(dlo), self.p(dlo), self.p(tlo)
+                parts.append(f"({date_col} > {d1} OR ({date_col} = {d2} AND {time_col} >= {t}))")
+            else:
+                parts.append(f"{date_col} >= {self.p(dlo)}")
+        if dhi:
+            if thi:
+                d1, d2, t = self.p(dhi), self.p(dhi), self.p(thi)
+                parts.append(
+                    f"({date_col} < {d1} OR ({date_col} = {d2} AND {time_col} <= {t} AND {time_col} <> ''))"
+                )
+            else:
+                parts.append(f"{date_col} <= {self.p(dhi)}")
+        return "(" + " AND ".join(parts) + ")"
 
     def fuzzy(self, col: str, value: str) -> str:
         alias, name = col.split(".")
@@ -153,7 +177,14 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
         where.append(f"{alias}.study_uid = {b.p(query.study_uid)}")
     if query.series_uid is not None and rank >= 1:
         where.append(f"{alias}.series_uid = {b.p(query.series_uid)}")
-    lower: dict[str, list[str]] = {}
+    # Keys of a lower level are grouped into one sub-select per level, which puts their text
+    # after the other conditions. Placeholders are positional, so each group collects its
+    # parameters in its own builder and they join the main list where its text lands;
+    # otherwise ``ModalitiesInStudy=CT&PatientID=P1`` would bind "CT" to patient_id.
+    # ModalitiesInStudy / SOPClassesInStudy are study attributes: each is its own sub-select
+    # (a study with a CT series and an SR series matches ModalitiesInStudy=CT&Modality=SR),
+    # whereas keys of one lower level (Modality, BodyPartExamined) must hold for one row.
+    lower: dict[tuple[str, int], tuple[_Builder, list[str]]] = {}
     key_col = f"{alias}.{_KEY[level]}"
     for m in query.matches:
         if m.sequence is not None:
@@ -169,11 +200,14 @@ def plan(query: QidoQuery, dialect: Dialect) -> Plan:
         if LEVEL_RANK[m_level] <= rank:
             where.append(b.condition(f"{_ALIAS[m_level]}.{column}", m))
         else:
-            lower.setdefault(m_level, []).append(b.condition(f"x.{column}", m))
-    for sub_level, conds in lower.items():
+            group = m.tag if m.tag in _STUDY_COMPUTED else 0
+            sub_b, conds = lower.setdefault((m_level, group), (_Builder(dialect), []))
+            conds.append(sub_b.condition(f"x.{column}", m))
+    for (sub_level, _), (sub_b, conds) in lower.items():
         where.append(
             f"{key_col} IN (SELECT x.{_KEY[level]} FROM {_TABLE[sub_level]} x WHERE {' AND '.join(conds)})"
         )
+        b.params.extend(sub_b.params)
     # Deferred join: the page is chosen on narrow rows (keys and sort columns, often an
     # index-only scan), then only its rows are joined to fetch the wide ``attrs`` blobs. A
     # deep ``offset`` then skips index entries, not sorted copies of whole rows.
@@ -208,9 +242,12 @@ def results(
     include_set = set(query.includefields)
     base = base_url.rstrip("/")
     defaults = _RETURN_DEFAULTS[level]
-    want_study_computed = level == "study" or query.include_all
-    study_computed_tags = [t for t in _STUDY_COMPUTED if want_study_computed or t in include_set]
-    want_series_count = level == "series" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include_set
+    # PS3.18 10.6.3.3: a search across studies returns the study attributes (Table 10.6.3-3,
+    # computed ones included) with every series/instance, and an instance search the
+    # series attributes too. We return them at every level: a client that searched
+    # /studies/{s}/instances gets the same shape as one that searched /instances.
+    study_computed_tags = _STUDY_COMPUTED
+    want_series_count = level != "study" or T.NUMBER_OF_SERIES_RELATED_INSTANCES in include_set
     out: list[dict[str, Any]] = []
     for row in rows:
         if level == "study":

@@ -156,6 +156,10 @@ class RemoteCatalog:
                 continue
             if m.kind == "range":
                 attributes[m.tag] = f"{m.values[0]}-{m.values[1]}"
+            elif m.kind == "datetime":
+                # The query API has no combined date-time matching: the date range alone
+                # (a superset of the combined range) is what it can answer.
+                attributes[m.tag] = f"{m.values[0]}-{m.values[2]}"
             else:
                 attributes[m.tag] = ",".join(m.values)
         model = _model(query.level.upper(), query.study_uid, query.series_uid, attributes)

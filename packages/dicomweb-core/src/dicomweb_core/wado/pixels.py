@@ -10,6 +10,12 @@ Negotiation for frames, given the stored transfer syntax:
 * ``*/*``, ``multipart/related; type="*/*"``: as stored, with the stored media type.
 * A single frame may also be asked for single-part (``Accept: application/octet-stream``
   or ``image/jpeg``): the body is then the frame itself.
+
+Bulk data is ``application/octet-stream``, which PS3.18 8.7.3.5 defines as Explicit VR
+Little Endian: native pixel data of an Explicit VR Big Endian object is byte-swapped (OW by
+2 bytes, OF/OL by 4, OD/OV by 8) as the frames are, streamed and for any byte range; a
+Deflated Explicit VR Little Endian object's pixel data is the inflated value. A ``HEAD``
+request is answered from the catalog alone: the object is not read.
 """
 
 from __future__ import annotations
@@ -17,13 +23,24 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import DicomwebError, NotAcceptableError, NotFoundError
 from ..models import Fragment, InstanceRecord
 from ..stores.base import ObjectStore
-from .accept import ANY, EXPLICIT_BE, EXPLICIT_LE, OCTET_STREAM, MediaRange, describe, pixel_media_type
+from .accept import (
+    ANY,
+    DEFLATED_LE,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    OCTET_STREAM,
+    MediaRange,
+    describe,
+    pixel_media_type,
+)
 from .frames import PixelSource
 from .multipart import MultipartWriter, Part, single
 from .reply import Ask, Reply, validators
@@ -92,7 +109,9 @@ class PixelRetriever:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    async def frames(self, record: InstanceRecord, numbers: list[int], ask: Ask) -> Reply:
+    async def frames(
+        self, record: InstanceRecord, numbers: list[int], ask: Ask, *, head: bool = False
+    ) -> Reply:
         source = PixelSource(self.store, record)
         source.check_frames(numbers)
         plan = plan_frames(ask.ranges, record.transfer_syntax_uid, len(numbers))
@@ -101,6 +120,11 @@ class PixelRetriever:
         if cached is not None:
             return cached
         headers = checks.headers()
+        if head:
+            media = _part_type(plan)
+            if plan.multipart:
+                media = MultipartWriter(plan.media_type, transfer_syntax=plan.label).content_type
+            return Reply(media_type=media, body=b"", headers=headers)
         if not plan.multipart:
             body = await self._frame(source, numbers[0], plan)
             return Reply(media_type=_part_type(plan), body=body, headers=headers)
@@ -132,26 +156,47 @@ class PixelRetriever:
 
     # ------------------------------------------------------------------ bulk data
 
-    async def bulkdata(self, record: InstanceRecord, tag: int, ask: Ask) -> Reply:
+    async def bulkdata(self, record: InstanceRecord, tag: int, ask: Ask, *, head: bool = False) -> Reply:
         source = PixelSource(self.store, record)
         info = record.pixel_data
         if tag in PIXEL_TAGS and info is not None and info.tag == tag and info.encapsulated:
             # Encapsulated pixel data: one part per frame, negotiated like frames.
-            return await self.frames(record, list(range(1, source.number_of_frames + 1)), ask)
+            return await self.frames(record, list(range(1, source.number_of_frames + 1)), ask, head=head)
         multipart = _bulk_accepts(ask.ranges)
-        if tag in PIXEL_TAGS and info is not None and info.tag == tag:
-            segments = await source.value_segments()
-            value: bytes | None = None
-        else:
-            segments = []
-            value = await self._element_value(record, tag)
-        total = sum(s.length for s in segments) if value is None else len(value)
+        pixels = tag in PIXEL_TAGS and info is not None and info.tag == tag
+        # Deflated objects have no offsets into the stored bytes: the value is inflated.
+        inflated = (
+            tag == 0x7FE00010
+            and info is None
+            and record.transfer_syntax_uid == DEFLATED_LE
+            and source.has_pixels
+        )
+        if head and not (pixels or inflated) and f'"{tag:08X}":'.encode() not in record.metadata:
+            # The catalog's metadata names every element of the object (bulk ones by URI).
+            raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
         checks = validators([record], f"bulk|{tag:08X}|{multipart}|{ask.range}")
         cached = checks.not_modified(ask)
         if cached is not None:
             return cached
         headers = checks.headers()
         headers["Accept-Ranges"] = "bytes"
+        if head:
+            if pixels and info is not None and info.length is not None and not multipart:
+                headers["Content-Length"] = str(info.length)
+            media = MultipartWriter(OCTET_STREAM).content_type if multipart else OCTET_STREAM
+            return Reply(media_type=media, body=b"", headers=headers)
+        segments: list[Fragment] = []
+        value: bytes | None = None
+        if pixels:
+            segments = await source.value_segments()
+        elif inflated:
+            blob = b"".join([c async for c in self.store.read(record.object_key)])
+            value = await asyncio.to_thread(_value_from_object, blob, tag)
+        else:
+            value = await self._element_value(record, tag)
+        if value is None and not segments:
+            raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
+        total = sum(s.length for s in segments) if value is None else len(value)
         start, end = _byte_range(ask.range, total)
         status = 206 if (start, end) != (0, total) else 200
         part_headers: dict[str, str] = {}
@@ -160,7 +205,14 @@ class PixelRetriever:
         if value is not None:
             body: AsyncIterator[bytes] = single(value[start:end])
         else:
-            body = _read_segments(self.store, record.object_key, segments, start, end)
+            width = _big_endian_width(record, source, tag)
+            if width > 1:
+                # Explicit VR Little Endian on the wire: swap whole words, then cut the range.
+                lo, hi = start - start % width, min(total, end + (-end) % width)
+                words = _swapped(_read_segments(self.store, record.object_key, segments, lo, hi), width)
+                body = _trimmed(words, start - lo, end - start)
+            else:
+                body = _read_segments(self.store, record.object_key, segments, start, end)
         if not multipart:
             headers.update(part_headers)
             headers["Content-Length"] = str(end - start)
@@ -179,6 +231,57 @@ class PixelRetriever:
         if value is None:
             raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
         return value
+
+
+def _big_endian_width(record: InstanceRecord, source: PixelSource, tag: int) -> int:
+    """Bytes per word to swap for the native pixel value of a Big Endian object, else 1."""
+    if record.transfer_syntax_uid != EXPLICIT_BE:
+        return 1
+    element = source.metadata.get(f"{tag:08X}")
+    vr = element.get("vr") if isinstance(element, dict) else None
+    return _SWAP_WIDTH.get(str(vr), 1)
+
+
+async def _swapped(chunks: AsyncIterator[bytes], width: int) -> AsyncGenerator[bytes, None]:
+    """Big-endian words to little-endian, whatever the chunking (a split word is carried)."""
+    carry = b""
+    async for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        cut = len(data) - len(data) % width
+        carry = data[cut:]
+        if cut:
+            yield np.frombuffer(data, dtype=f"u{width}", count=cut // width).byteswap().tobytes()
+    if carry:
+        yield carry  # an odd trailing byte has no partner: as stored
+
+
+async def _trimmed(chunks: AsyncGenerator[bytes, None], skip: int, length: int) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``chunks`` after the first ``skip``."""
+    try:
+        async for chunk in chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = chunk[skip : skip + length]
+            skip = 0
+            length -= len(piece)
+            if piece:
+                yield piece
+            if length <= 0:
+                break
+    finally:
+        await chunks.aclose()  # stop the store read now, not when the generator is collected
+
+
+def _value_from_object(blob: bytes, tag: int) -> bytes | None:
+    """A top-level element's value, read from a whole (possibly deflated) object."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(blob), force=True)
+    if tag not in ds:
+        return None
+    value = ds[tag].value
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else None
 
 
 def _bulk_accepts(ranges: list[MediaRange]) -> bool:

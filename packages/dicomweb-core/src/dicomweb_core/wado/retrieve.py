@@ -154,7 +154,7 @@ class Retriever:
 
     # ------------------------------------------------------------------ instances
 
-    async def instances(self, at: Level, ask: Ask) -> Reply:
+    async def instances(self, at: Level, ask: Ask, *, head: bool = False) -> Reply:
         records = await self.records(at)
         plan = plan_instances(ask.ranges, records, at.instance is not None)
         checks = validators(records, f"{plan.container}|{','.join(plan.syntaxes)}")
@@ -162,6 +162,8 @@ class Retriever:
         if cached is not None:
             return cached
         headers = checks.headers()
+        if head:
+            return _head(at, plan, records, headers)
         if plan.container == "zip":
             name = (at.instance or at.series or at.study) + ".zip"
             headers["Content-Disposition"] = f'attachment; filename="{name}"'
@@ -223,6 +225,25 @@ class Retriever:
             body = b"[" + b",".join(r.metadata.replace(_PLACEHOLDER, base) for r in records) + b"]"
             return Reply(media_type=DICOM_JSON, body=body, headers=headers)
         return Reply(media_type=DICOM_JSON, body=_json_array(records, base), headers=headers)
+
+
+def _head(at: Level, plan: InstancePlan, records: Sequence[InstanceRecord], headers: dict[str, str]) -> Reply:
+    """What a GET would answer, from the catalog alone: the objects are not read."""
+    if plan.container == "zip":
+        name = (at.instance or at.series or at.study) + ".zip"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return Reply(media_type=ZIP, body=b"", headers=headers)
+    if plan.container == "single":
+        record, ts = records[0], plan.syntaxes[0]
+        if ts == "*":
+            headers["Content-Length"] = str(record.size)
+        media = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid if ts == '*' else ts}"
+        return Reply(media_type=media, body=b"", headers=headers)
+    uniform = {
+        r.transfer_syntax_uid if ts == "*" else ts for r, ts in zip(records, plan.syntaxes, strict=True)
+    }
+    writer = MultipartWriter(DICOM, transfer_syntax=uniform.pop() if len(uniform) == 1 else None)
+    return Reply(media_type=writer.content_type, body=b"", headers=headers)
 
 
 def _metadata_wants_xml(ranges: list[MediaRange]) -> bool:
