@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from dicomweb_core.auth.audit import note_stored
 from dicomweb_core.errors import MediaTypeError, MultipartError, PayloadTooLargeError
@@ -86,7 +86,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 def create_app(runtime: Runtime) -> Service:
     endpoint = StowEndpoint(runtime)
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/studies", endpoint.handle, methods=["POST"]),
         Route("/studies/{study}", endpoint.handle, methods=["POST"]),
     ]

@@ -17,7 +17,7 @@ from dicomweb_core.errors import MultipartError
 FIELD = "file"
 
 
-class _Reframe(BaseTarget):
+class _Reframe(BaseTarget):  # type: ignore[misc]  # streaming-form-data ships no type hints
     """Turns each file of the field into a multipart/related part in ``out``."""
 
     def __init__(self, boundary: bytes, out: list[bytes]) -> None:
