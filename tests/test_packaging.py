@@ -32,11 +32,7 @@ MODULES = {
     "dicomweb-operator": "dicomweb_operator",
 }
 # Declared but never imported, on purpose: pydicom loads these as pixel-data decoder plugins.
-PLUGINS = {
-    "dicomweb-wado-svc": {"pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg"},
-    # Declared, not used: events are built by hand (issue 14 decides: use the SDK or drop it).
-    "dicomweb-core": {"cloudevents"},
-}
+PLUGINS = {"dicomweb-wado-svc": {"pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg"}}
 IMAGE_LOCKS = {
     "core": ["dicomweb-core"],
     "stow": ["dicomweb-core", "dicomweb-stow-svc"],

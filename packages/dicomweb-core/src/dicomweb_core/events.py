@@ -2,6 +2,12 @@
 
 Binary-mode CloudEvents 1.0 over HTTP: the ``ce-*`` attributes go in headers, the JSON body
 is the event data. Delivery is retried with exponential backoff.
+
+The message is built here rather than with the cloudevents SDK: the SDK's event always
+carries a ``time`` attribute (``ce-time``, set when it is serialised, which for an outbox
+event is the delivery attempt, not the store) that Alvearie's events do not have, and it
+costs more per event and at first use (``benchmarks/bench_cloudevents.py``, RESULTS.md).
+The tests check the messages against the SDK's parser.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
@@ -28,6 +35,9 @@ STUDY_QUIET = "StudyRevisionEvent"
 
 _NO_VALUE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _PIXEL_TAGS = frozenset({"7FE00010", "7FE00008", "7FE00009"})
+# CloudEvents HTTP binding 3.1.3.2: header values are printable ASCII except space, '"' and
+# '%', which are percent-encoded (UTF-8) with everything else outside that range.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,18 @@ def new_event(event_type: str, source: str, body: bytes) -> OutboxEvent:
     return OutboxEvent(id=str(uuid.uuid4()), type=event_type, source=source, body=body)
 
 
+def binary_message(event: OutboxEvent) -> tuple[dict[str, str], bytes]:
+    """The event as a binary-mode CloudEvents 1.0 HTTP message: (headers, body)."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": quote(event.type, safe=_HEADER_SAFE),
+        "ce-source": quote(event.source, safe=_HEADER_SAFE),
+        "ce-id": quote(event.id, safe=_HEADER_SAFE),
+        "content-type": "application/json",
+    }
+    return headers, event.body
+
+
 class EventSender:
     """POSTs binary-mode CloudEvents to a sink with retries and exponential backoff.
 
@@ -109,19 +131,13 @@ class EventSender:
         self._max_backoff = max_backoff
 
     async def send_once(self, event: OutboxEvent) -> None:
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-type": event.type,
-            "ce-source": event.source,
-            "ce-id": event.id,
-            "content-type": "application/json",
-        }
+        headers, body = binary_message(event)
         import httpx  # cheap after the first time
 
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout)
         try:
-            resp = await self._client.post(self.sink, content=event.body, headers=headers)
+            resp = await self._client.post(self.sink, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise EventDeliveryError(f"event sink {self.sink} unreachable: {exc}") from exc
         if resp.status_code >= 300:
