@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .backoff import Backoff
 from .catalog.base import Catalog, OutboxEvent
 from .errors import DicomwebError
 from .events import EventSender
@@ -48,8 +49,7 @@ class OutboxDispatcher:
         self._catalog = catalog
         self._sender = sender
         self._poll = poll_interval
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(backoff, max_backoff)
         self._batch = batch
         self._lease = lease_seconds
         self._quiet = quiet_seconds if quiet_event is not None else 0.0
@@ -78,7 +78,7 @@ class OutboxDispatcher:
         await self._sender.close()
 
     async def _run(self) -> None:
-        delay = self._backoff
+        self._backoff.reset()
         while True:
             try:
                 await self._enqueue_quiet_studies()
@@ -90,11 +90,10 @@ class OutboxDispatcher:
                 log.exception("outbox dispatcher error")
                 delivered_all = False
             if delivered_all:
-                delay = self._backoff
+                self._backoff.reset()
                 timeout = self._poll
             else:
-                timeout = delay
-                delay = min(delay * 2, self._max_backoff)
+                timeout = self._backoff.next()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
+from .backoff import Backoff
 from .catalog.base import OutboxEvent
 from .errors import EventDeliveryError
 
@@ -129,6 +130,7 @@ class EventSender:
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
+        Backoff(backoff, max_backoff)  # refuse a bad schedule here, not at the first retry
 
     async def send_once(self, event: OutboxEvent) -> None:
         headers, body = binary_message(event)
@@ -145,7 +147,7 @@ class EventSender:
 
     async def send(self, event: OutboxEvent) -> None:
         """Deliver with retries; raise :class:`EventDeliveryError` after the last attempt."""
-        delay = self._backoff
+        backoff = Backoff(self._backoff, self._max_backoff)
         for attempt in range(1, self._attempts + 1):
             try:
                 await self.send_once(event)
@@ -154,8 +156,7 @@ class EventSender:
                 if attempt == self._attempts:
                     raise
                 log.warning("event %s delivery attempt %d failed: %s", event.id, attempt, exc.reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)
+                await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
         client, self._client = self._client, None
