@@ -45,6 +45,8 @@ class FakeInstance:
 class AlvearieFake:
     port: int = 0
     refusing: bool = False
+    #: Event deliveries answered 503 while refusing.
+    refused: int = 0
     instances: list[FakeInstance] = field(default_factory=list)
     events: list[dict[str, str]] = field(default_factory=list)
     queries: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +83,8 @@ class AlvearieFake:
                 source = parse_qs(url.query).get("source", [""])[0]
                 if url.path == "/events":
                     if fake.refusing:
+                        with fake._lock:
+                            fake.refused += 1
                         return self._reply(503)
                     fake.ingest({k.lower(): v for k, v in self.headers.items()}, orjson.loads(body))
                     return self._reply(202)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from dicomweb_client.api import DICOMwebClient
 
 from tests.dicomfiles import make_instance, uid
 from tests.e2e.test_wado_retrieve import store
+from tests.outbox import OutboxRow, sqlite_outbox
+from tests.polling import wait_until
 from tests.servers import ServiceProcess
 from tests.sink import EventSink, ReceivedEvent
 
@@ -48,23 +49,24 @@ def rows(server: ServiceProcess, study: str) -> int:
         return int(db.execute("SELECT count(*) FROM instances WHERE study_uid = ?", (study,)).fetchone()[0])
 
 
-def deletions(sink: EventSink, study: str, count: int) -> list[ReceivedEvent]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = [
-            e
-            for e in list(sink.events)
-            if e.headers["ce-type"] == "ImageDeletedEvent" and e.json()["study"] == study
-        ]
-        if len(found) >= count:
-            time.sleep(0.2)  # no more than ``count`` may arrive
-            return [
-                e
-                for e in list(sink.events)
-                if e.headers["ce-type"] == "ImageDeletedEvent" and e.json()["study"] == study
-            ]
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} deletion events for study {study}")
+def deletions(server: ServiceProcess, sink: EventSink, study: str, count: int) -> list[ReceivedEvent]:
+    """The study's deletion events, once the outbox has settled (every event in it delivered,
+    so no more will arrive); there must be ``count`` of them."""
+    data = Path(server.args[server.args.index("--data-dir") + 1])
+
+    def delivered() -> list[OutboxRow] | None:
+        rows = sqlite_outbox(data)
+        return rows if rows and all(sent for _, _, sent in rows) else None
+
+    rows = wait_until(delivered, what="every outbox event delivered")
+    found = [
+        e
+        for e in list(sink.events)
+        if e.headers["ce-type"] == "ImageDeletedEvent" and e.json()["study"] == study
+    ]
+    assert len(found) == count, [e.json() for e in found]
+    assert {e.id for e in found} <= {row[0] for row in rows}
+    return found
 
 
 def _study(server: ServiceProcess) -> tuple[str, list[str], list[str]]:
@@ -96,7 +98,7 @@ def test_delete_instance_series_study(server: ServiceProcess, sink: EventSink) -
     assert objects(server, study) == [] and rows(server, study) == 0
     assert httpx.get(f"{server.base}/dicomweb/studies?StudyInstanceUID={study}").json() == []
 
-    deleted = deletions(sink, study, 3)
+    deleted = deletions(server, sink, study, 3)
     assert len(deleted) == 3
     assert {e.json()["instance"] for e in deleted} == set(sops)
     first = next(e.json() for e in deleted if e.json()["instance"] == sops[0])
@@ -118,7 +120,7 @@ def test_delete_is_idempotent(server: ServiceProcess, sink: EventSink) -> None:
     assert httpx.delete(url).status_code == 204
     assert httpx.delete(f"{server.base}/dicomweb/studies/{uid()}").status_code == 204
     assert objects(server, study) == []
-    assert len(deletions(sink, study, 3)) == 3
+    assert len(deletions(server, sink, study, 3)) == 3
 
 
 def test_dicomweb_client_delete(server: ServiceProcess) -> None:

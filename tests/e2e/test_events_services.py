@@ -4,7 +4,6 @@ outbox in the catalog, a real HTTP sink. At least once, nothing lost, ids unique
 from __future__ import annotations
 
 import io
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ import pydicom
 import pytest
 
 from tests.dicomfiles import make_instance, multipart_related
+from tests.outbox import OutboxRow, postgres_outbox, settled
+from tests.polling import wait_until
 from tests.servers import ServiceProcess
 from tests.sink import EventSink, ReceivedEvent
 
@@ -76,9 +77,17 @@ def image_events(sink: EventSink) -> list[ReceivedEvent]:
     return [e for e in sink.events if e.headers["ce-type"] == "ImageStoredEvent"]
 
 
-def outbox(dsn: str) -> list[tuple[str, str, bool]]:
+def outbox(dsn: str) -> list[OutboxRow]:
+    return postgres_outbox(dsn)
+
+
+def quiet_announced(dsn: str, study: str) -> bool:
+    """The study's latest revision has had its study-level event enqueued (nothing is due)."""
     with psycopg.connect(dsn) as conn:
-        return [(r[0], r[1], r[2]) for r in conn.execute("SELECT id, type, sent IS NOT NULL FROM outbox")]
+        row = conn.execute(
+            "SELECT quiet_sent = updated FROM studies WHERE study_uid = %s", (study,)
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def test_event_shape_and_unique_ids(
@@ -87,9 +96,9 @@ def test_event_shape_and_unique_ids(
     svc = start(replicas, env, tmp_path)
     blobs = [make_instance(InstanceNumber=i) for i in range(3)]
     stow(svc.base, blobs)
-    events = sink.wait_for(3)
-    time.sleep(0.5)
-    assert len(sink.events) == 3
+    rows = settled(lambda: outbox(env["CATALOG_URL"]), 3)
+    events = list(sink.events)
+    assert sorted(e.id for e in events) == sorted(row[0] for row in rows)
     assert len({e.id for e in events}) == 3
     for ev in events:
         uuid.UUID(ev.id)
@@ -130,14 +139,12 @@ def test_broker_down_then_up_loses_nothing(
     sink.refusing = True
     svc = start(replicas, env, tmp_path)
     stow(svc.base, [make_instance(), make_instance()])
-    time.sleep(1.5)
-    assert sink.events == []
+    # Delivery is tried and refused, then retried with backoff; the events stay pending.
+    sink.wait_for_refused(2)
     assert [sent for _, _, sent in outbox(env["CATALOG_URL"])] == [False, False]
     sink.refusing = False
-    assert len(sink.wait_for(2, timeout=60)) == 2
-    time.sleep(0.5)
-    assert len(sink.events) == 2
-    assert all(sent for _, _, sent in outbox(env["CATALOG_URL"]))
+    rows = settled(lambda: outbox(env["CATALOG_URL"]), 2, timeout=60)
+    assert sorted(e.id for e in sink.events) == sorted(row[0] for row in rows)
 
 
 def test_kill_after_commit_redelivers_on_restart(
@@ -165,10 +172,10 @@ def test_replicas_share_the_outbox_without_sending_twice(
     for i in range(10):
         stow((a if i % 2 else b).base, [make_instance(), make_instance()])
     sink.refusing = False
-    events = sink.wait_for(20, timeout=90)
-    time.sleep(2)
+    rows = settled(lambda: outbox(env["CATALOG_URL"]), 20, timeout=90)
+    # Every event once: as many deliveries as events, and each event among them.
     assert len(sink.events) == 20
-    assert len({e.id for e in events}) == 20
+    assert {e.id for e in sink.events} == {row[0] for row in rows}
 
 
 def test_a_quiet_study_gets_one_study_event_per_revision_across_replicas_and_restarts(
@@ -188,12 +195,21 @@ def test_a_quiet_study_gets_one_study_event_per_revision_across_replicas_and_res
     assert body["study"]["attributes"]["00100020"]["Value"] == ["PID-1"]
     assert body["store"]["provider"] == "provider-x"
     assert study_events[0].headers["ce-source"] == SOURCE
-    time.sleep(3)
-    assert len([e for e in sink.events if e.headers["ce-type"] == "StudyRevisionEvent"]) == 1
+    # That revision is announced (nothing more is due for it) and its event delivered.
+    wait_until(lambda: quiet_announced(env["CATALOG_URL"], study), what="the study marked announced")
+    rows = settled(lambda: outbox(env["CATALOG_URL"]), 3)
+    assert [t for _, t, _ in rows].count("StudyRevisionEvent") == 1
+    assert sorted(e.id for e in sink.events) == sorted(row[0] for row in rows)
 
     # A new revision of the study: one more study event once it is quiet again.
     stow(replicas[1].base, [make_instance(study_uid=study)])
-    sink.wait_for(5, timeout=30)
-    time.sleep(3)
-    assert len([e for e in sink.events if e.headers["ce-type"] == "StudyRevisionEvent"]) == 2
+    wait_until(
+        lambda: len([e for e in sink.events if e.headers["ce-type"] == "StudyRevisionEvent"]) == 2,
+        timeout=30,
+        what="the second study event",
+    )
+    wait_until(lambda: quiet_announced(env["CATALOG_URL"], study), what="the new revision announced")
+    rows = settled(lambda: outbox(env["CATALOG_URL"]), 5)
+    assert [t for _, t, _ in rows].count("StudyRevisionEvent") == 2
+    assert sorted(e.id for e in sink.events) == sorted(row[0] for row in rows)
     assert len(image_events(sink)) == 3

@@ -19,6 +19,7 @@ import pytest
 
 from tests.dicomfiles import make_instance, multipart_related, pydicom_testfile
 from tests.faultproxy import FaultProxy
+from tests.outbox import postgres_outbox, settled
 from tests.servers import DICOMWEB, ServiceProcess, free_port
 from tests.sink import EventSink
 
@@ -184,9 +185,10 @@ def test_s3_unreachable_at_the_start_of_a_part_fails_only_that_request(
     proxy.mode = "pass"
     assert stow(deployment.stow.base, [blob]).status_code == 200
     assert bucket_keys(s3_admin, deployment.bucket) == [key_of(blob)]
-    events = sink.wait_for(1)
-    time.sleep(0.5)
-    assert len(sink.events) == 1 and events[0].json()["store"]["objectName"] == key_of(blob)
+    # One event in the outbox (none for the refused request), delivered.
+    ((event_id, _, _),) = settled(lambda: postgres_outbox(deployment.dsn), 1)
+    assert [e.id for e in sink.events] == [event_id]
+    assert sink.events[0].json()["store"]["objectName"] == key_of(blob)
 
 
 def test_s3_failing_mid_upload_fails_that_part_and_leaves_no_upload(
@@ -203,10 +205,10 @@ def test_s3_failing_mid_upload_fails_that_part_and_leaves_no_upload(
     assert bucket_keys(s3_admin, deployment.bucket) == [key_of(small)]
     assert pending_uploads(s3_admin, deployment.bucket) == []
     assert [r[0] for r in catalog_rows(deployment.dsn)] == [uids(small)[2]]
-    events = sink.wait_for(1)
-    time.sleep(0.5)
+    # One event in the outbox (none for the failed part), delivered.
+    ((event_id, _, _),) = settled(lambda: postgres_outbox(deployment.dsn), 1)
+    assert [e.id for e in sink.events] == [event_id]
     assert [e.json()["store"]["objectName"] for e in sink.events] == [key_of(small)]
-    assert len(events) == 1
 
 
 def test_wrong_credentials_make_readiness_fail_with_the_reason(

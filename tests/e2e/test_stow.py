@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import socket
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from tests.dicomfiles import chunks, make_dataset, make_instance, multipart_related, pydicom_testfile, uid
+from tests.polling import wait_until
 from tests.servers import ServiceProcess
 
 REFERENCED = "00081199"
@@ -261,17 +261,21 @@ def test_browser_form_upload(fresh_server: ServiceProcess) -> None:
 
 def test_disconnect_mid_upload_leaves_nothing(fresh_server: ServiceProcess) -> None:
     first = make_instance()
-    body, ctype = multipart_related([first, make_instance(rows=512, cols=512)])
+    # The second part is large enough (6 MiB) that half the body reaches the disk (the file
+    # store buffers 1 MiB before it creates the temp file).
+    body, ctype = multipart_related([first, make_instance(rows=1024, cols=1024, frames=3)])
     head = (
         f"POST /stow-rs/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
+    data = data_dir(fresh_server)
     with socket.create_connection(("127.0.0.1", fresh_server.port)) as sock:
         sock.sendall(head + body[: len(body) // 2])
-    # Give the server time to see the disconnect and roll back.
-    time.sleep(1.5)
-    assert stored_objects(data_dir(fresh_server)) == []
-    assert catalog_rows(data_dir(fresh_server)) == 0
+        # Mid-upload: the server is writing the second part (a temp file) and waits for the rest.
+        wait_until(lambda: stored_objects(data), what="the upload reaching the store")
+    # The client is gone: the server rolls the request back, the first (complete) part too.
+    wait_until(lambda: stored_objects(data) == [], what="the rollback of the disconnected upload")
+    assert catalog_rows(data) == 0
     # The server is still healthy.
     assert post(fresh_server, [first]).status_code == 200
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,11 @@ async def test_a_failing_part_aborts_the_upload(
     writer = await s3_store.open_writer(key)
     await write_in_chunks(writer, payload(6 * MiB), MiB)
     assert writer.upload_id is not None
-    await asyncio.sleep(0.5)  # let the first part land
+    # Wait until the first part has landed (the upload is under way), then lose the upload.
+    deadline = time.monotonic() + 10
+    while not s3_admin.list_parts(Bucket=BUCKET, Key=key, UploadId=writer.upload_id).get("Parts"):
+        assert time.monotonic() < deadline, "the first part never landed"
+        await asyncio.sleep(0.02)
     s3_admin.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=writer.upload_id)
 
     with pytest.raises(StoreError, match="NoSuchUpload") as failure:

@@ -110,6 +110,12 @@ async def eventually(check: Callable[[], Any], *, within: float = 15.0) -> Any:
     raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
 
 
+def reads(emulator: kmock.KubernetesEmulator, path_end: str) -> int:
+    """How many times the operator has read the object at ``.../path_end`` so far: each
+    reconciliation reads the objects its resource depends on and owns, so this counts them."""
+    return sum(1 for r in emulator if r.method == "GET" and r.url.path.endswith(path_end))
+
+
 @contextlib.asynccontextmanager
 async def running_operator(emulator: kmock.KubernetesEmulator) -> AsyncIterator[None]:
     url = str(emulator.url)
@@ -264,9 +270,12 @@ async def test_missing_configmap_fails_then_recovers_when_it_appears(
         status = await eventually(lambda: cr_status(kmock).get("phase") == "Failing" and cr_status(kmock))
         assert "ConfigMap 'img-ingest-s3'" in status["message"]
         assert status["ready"] is False
-        await asyncio.sleep(3 * RESYNC)
-        # Nothing is created while a dependency is missing.
+        # The operator keeps trying (two more reconciliations), and creates nothing while a
+        # dependency is missing.
+        tried = reads(kmock, "/configmaps/img-ingest-s3")
+        await eventually(lambda: reads(kmock, "/configmaps/img-ingest-s3") >= tried + 2)
         assert stored(kmock, KSVC, "img-ingest-stow") is None
+        assert cr_status(kmock)["phase"] == "Failing"
 
         kmock.objects["v1/configmaps", NS, "img-ingest-s3"] = {
             "apiVersion": "v1",
@@ -324,8 +333,15 @@ async def test_delete_releases_the_resource_and_leaves_cleanup_to_owner_referenc
         # kopf stops the resync timer and removes its finalizer; the emulator then drops the object.
         await eventually(lambda: stored(kmock, CRS, "img-ingest") is None)
         writes_before = len(kmock.objects[KSVC, NS, "img-ingest-stow"].history)
-        await asyncio.sleep(3 * RESYNC)
-        # No writes after the delete.
+        reads_before = reads(kmock, "/services/img-ingest-stow")
+        # Another resource keeps the operator busy: once it has been reconciled three times
+        # (resyncs included), the deleted one's timer would have fired too had it survived.
+        other = make_cr(name="other", namespace=NS)
+        other["metadata"]["resourceVersion"] = "1"
+        await client.create(IngestionService(other))
+        await eventually(lambda: reads(kmock, "/services/other-stow") >= 3)
+        # No reads and no writes for the deleted resource after the delete.
+        assert reads(kmock, "/services/img-ingest-stow") == reads_before
         assert len(kmock.objects[KSVC, NS, "img-ingest-stow"].history) == writes_before
     for resource, name in [
         (KSVC, "img-ingest-stow"),
