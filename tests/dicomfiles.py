@@ -1,17 +1,30 @@
-"""Real DICOM Part-10 files for tests, built with pydicom."""
+"""Real DICOM Part-10 files for every test (unit, integration, end-to-end), built with pydicom.
+
+``make_instance(...)`` returns the bytes of a CT-like instance in any transfer syntax pydicom
+can write here: Implicit/Explicit VR Little Endian, Explicit VR Big Endian, Deflated, and
+the encapsulated ones pydicom can compress to (RLE Lossless, JPEG 2000 Lossless), with or
+without a Basic Offset Table and with one or more fragments per frame. Pixel values are
+seeded random (``pixel_seed``); ``expected_pixels(...)`` gives the same values, to check
+what a decoder or a retrieve returns.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
@@ -19,10 +32,26 @@ from pydicom.uid import (
 
 #: A root for generated UIDs (pydicom's own prefix; keeps UIDs valid and unique).
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
+#: Transfer syntaxes whose pixel data is written as is (not encapsulated).
+NATIVE_SYNTAXES = (
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+)
 
 
 def uid() -> str:
     return generate_uid(prefix=UID_ROOT)
+
+
+def expected_pixels(
+    *, rows: int = 16, cols: int = 16, frames: int = 1, bits: int = 16, pixel_seed: int = 0
+) -> np.ndarray[Any, Any]:
+    """The pixel values ``make_dataset`` stores for the same arguments: (frames, rows, cols)."""
+    rng = np.random.default_rng(pixel_seed)
+    dtype = np.uint16 if bits == 16 else np.uint8
+    return rng.integers(0, 2**bits - 1, size=(frames, rows, cols), dtype=dtype)
 
 
 def make_dataset(
@@ -36,13 +65,19 @@ def make_dataset(
     bits: int = 16,
     transfer_syntax: str = ExplicitVRLittleEndian,
     pixel_seed: int = 0,
-    **attrs: object,
+    basic_offset_table: bool = True,
+    fragments_per_frame: int = 1,
+    **attrs: Any,
 ) -> Dataset:
+    """The instance as a pydicom Dataset: file meta set, pixel data encoded for the syntax
+    (``basic_offset_table`` and ``fragments_per_frame`` shape encapsulated pixel data);
+    ``attrs`` set or override attributes by keyword."""
+    ts = UID(transfer_syntax)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = attrs.get("SOPClassUID", CTImageStorage)
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or uid()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.TransferSyntaxUID = ts
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
@@ -74,23 +109,37 @@ def make_dataset(
         ds.NumberOfFrames = frames
     for key, value in attrs.items():
         setattr(ds, key, value)
-    rng = np.random.default_rng(pixel_seed)
-    dtype = np.uint16 if bits == 16 else np.uint8
-    pixels = rng.integers(0, 2**bits - 1, size=(frames, rows, cols), dtype=dtype)
+
+    pixels = expected_pixels(rows=rows, cols=cols, frames=frames, bits=bits, pixel_seed=pixel_seed)
+    vr = "OW" if bits == 16 else "OB"
+    if ts in NATIVE_SYNTAXES:
+        order = ">" if ts == ExplicitVRBigEndian else "<"
+        data = pixels.astype(pixels.dtype.newbyteorder(order)).tobytes()
+        ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+        ds["PixelData"].VR = vr
+        return ds
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # compress() starts from native data
     ds.PixelData = pixels.tobytes()
-    ds["PixelData"].VR = "OW" if bits == 16 else "OB"
+    ds["PixelData"].VR = vr
+    ds.compress(ts, generate_instance_uid=False)
+    if basic_offset_table and fragments_per_frame == 1:
+        return ds
+    encoded = list(generate_frames(ds.PixelData, number_of_frames=frames))
+    ds.PixelData = encapsulate(encoded, fragments_per_frame=fragments_per_frame, has_bot=basic_offset_table)
     return ds
 
 
 def to_bytes(ds: Dataset) -> bytes:
+    """The data set as a Part-10 file (preamble, DICM, file meta), encoded as its transfer
+    syntax says."""
     buf = io.BytesIO()
-    implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
-    ds.save_as(buf, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
-def make_instance(**kwargs: object) -> bytes:
-    return to_bytes(make_dataset(**kwargs))  # type: ignore[arg-type]
+def make_instance(**kwargs: Any) -> bytes:
+    """A Part-10 file; see :func:`make_dataset` for the arguments."""
+    return to_bytes(make_dataset(**kwargs))
 
 
 def pydicom_testfile(name: str) -> bytes:

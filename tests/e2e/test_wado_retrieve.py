@@ -269,7 +269,8 @@ def test_default_transfer_syntax_is_explicit_le(embedded: ServiceProcess) -> Non
 
 
 def _mpeg_instance() -> bytes:
-    ds = make_dataset(transfer_syntax="1.2.840.10008.1.2.4.100")
+    ds = make_dataset()  # native, then relabelled: nothing here can encode MPEG-2
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 64])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True

@@ -33,7 +33,7 @@ from pydicom.uid import (
 from dicomweb_core.errors import DicomFormatError
 from dicomweb_core.models import Fragment, PixelDataInfo
 from dicomweb_core.scanner import DicomHeaderScanner, ScanResult, frame_fragments
-from tests.unit.dicom_factory import expected_pixels, make_dataset, make_instance, to_part10
+from tests.dicomfiles import expected_pixels, make_dataset, make_instance, to_bytes
 
 TEST_FILES = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
 # Files of the pydicom wheel that are not complete, valid Part-10 objects.
@@ -244,7 +244,7 @@ def test_single_frame_with_several_fragments_is_one_frame() -> None:
     ds = make_dataset(rows=16, cols=16, transfer_syntax=RLELossless)
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     ds.PixelData = encapsulate([frame], fragments_per_frame=3, has_bot=False)
-    data = to_part10(ds)
+    data = to_bytes(ds)
     info = scan(data).pixel_data
     assert info is not None and len(info.fragments) == 3 and len(info.frames) == 1
     parts = frame_fragments(info, 0)
@@ -260,7 +260,7 @@ def test_extended_offset_table_gives_frames_without_bot() -> None:
     ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(frames)
     # Append one empty trailing fragment so fragments != frames and the EOT must be used.
     ds.PixelData = ds.PixelData + b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
-    data = to_part10(ds)
+    data = to_bytes(ds)
     info = scan(data).pixel_data
     assert info is not None and info.basic_offset_table == () and len(info.fragments) == 4
     assert len(info.frames) == 3
@@ -275,7 +275,7 @@ def test_float_pixel_data_is_the_pixel_data() -> None:
     ds.BitsAllocated = 32
     del ds.BitsStored, ds.HighBit, ds.PixelRepresentation
     ds.FloatPixelData = np.linspace(0, 1, 64, dtype="<f4").tobytes()
-    data = to_part10(ds)
+    data = to_bytes(ds)
     info = scan(data, 64).pixel_data
     assert info is not None and info.tag == 0x7FE00008 and info.frame_size == 8 * 8 * 4
     assert data[info.frames[0].offset : info.frames[0].offset + 256] == ds.FloatPixelData
@@ -297,7 +297,7 @@ def test_pixel_data_inside_sequences_does_not_end_the_header(transfer_syntax: st
         deep = outer
     ds = make_dataset(rows=8, cols=8, transfer_syntax=transfer_syntax, IconImageSequence=Sequence([icon]))
     ds.ContentSequence = Sequence([deep])
-    data = to_part10(ds)
+    data = to_bytes(ds)
     result = scan(data, 5)
     assert_same_dataset(result.dataset, read_reference(data, stop_before_pixels=True))
     assert result.pixel_data is not None
@@ -314,7 +314,7 @@ def test_encapsulated_icon_before_the_pixel_data_is_skipped() -> None:
     icon["PixelData"].VR = "OB"
     icon["PixelData"].is_undefined_length = True
     ds.IconImageSequence = Sequence([icon])
-    data = to_part10(ds)
+    data = to_bytes(ds)
     result = scan(data, 3)
     assert result.pixel_data is not None and len(result.pixel_data.fragments) == 1
     assert_pixel_data_matches(data, result.pixel_data, read_reference(data))
@@ -323,7 +323,7 @@ def test_encapsulated_icon_before_the_pixel_data_is_skipped() -> None:
 def test_elements_after_the_pixel_data_are_skipped() -> None:
     ds = make_dataset(rows=8, cols=8)
     ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 1000)  # Data Set Trailing Padding
-    data = to_part10(ds)
+    data = to_bytes(ds)
     result = scan(data, 100)
     assert result.total_length == len(data)
     assert result.pixel_data is not None and result.pixel_data.length == 128
@@ -490,7 +490,7 @@ def test_native_scan_memory_is_bounded() -> None:
     ds = make_dataset(rows=8, cols=8)
     ds.Rows, ds.Columns = 4096, 6144  # one 48 MiB frame
     ds.PixelData = b""
-    header = to_part10(ds)[:-12]  # up to the empty Pixel Data element
+    header = to_bytes(ds)[:-12]  # up to the empty Pixel Data element
     element = b"\xe0\x7f\x10\x00OW\x00\x00" + pixel_bytes.to_bytes(4, "little")
     chunk = bytes(1 << 20)
     scanner = DicomHeaderScanner()
