@@ -67,6 +67,8 @@ class Settings:
     study_quiet_seconds: float = 0.0
     #: How long a dispatcher holds claimed outbox events before another replica may retry them.
     event_lease_seconds: float = 15.0
+    #: Most results one QIDO-RS search returns.
+    qido_max_limit: int = 10000
     #: Access control, audit trail and trusted proxies (:mod:`dicomweb_core.auth`).
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -105,6 +107,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         s3_part_size=_int(env, "S3_PART_SIZE", 8 * MiB, 5 * MiB),
         study_quiet_seconds=_float(env, "STUDY_QUIET_SECONDS", 0.0),
         event_lease_seconds=_float(env, "EVENT_LEASE_SECONDS", 15.0),
+        qido_max_limit=_int(env, "QIDO_MAX_LIMIT", 10000, 1),
         auth=load_auth_settings(env),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]

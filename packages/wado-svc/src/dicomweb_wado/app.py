@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomweb_core.catalog.qido import Level as QueryLevel
-from dicomweb_core.errors import BadRequestError, ConfigError
+from dicomweb_core.errors import BadRequestError
 from dicomweb_core.runtime import Runtime
 from dicomweb_core.server import Service, mount_root, request_base_url
 from dicomweb_core.wado import search as qido
@@ -22,7 +22,6 @@ from dicomweb_core.wado.reply import Ask, Reply
 from dicomweb_core.wado.retrieve import Level, Retriever, level
 
 Handler = Callable[[Request], Awaitable[Response]]
-DEFAULT_QIDO_MAX_LIMIT = 10000
 
 
 def to_response(reply: Reply, *, head: bool = False) -> Response:
@@ -60,10 +59,7 @@ class WadoEndpoints:
         options = runtime.ingest_options
         self.emit_events = options.emit_events
         self.event_source = options.event_source
-        raw = runtime.settings.env.get("QIDO_MAX_LIMIT", "") or str(DEFAULT_QIDO_MAX_LIMIT)
-        if not raw.isdigit() or int(raw) < 1:
-            raise ConfigError(f"QIDO_MAX_LIMIT={raw!r} must be a positive integer")
-        self.qido_max_limit = int(raw)
+        self.qido_max_limit = runtime.settings.qido_max_limit
 
     # ------------------------------------------------------------------ glue
 
