@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dicomweb_core.bucket import BucketConfig
+from dicomweb_core.bucket import BucketConfig, load_bucket_config
 from dicomweb_core.errors import StoreError
 from dicomweb_core.stores.s3 import MIN_PART_SIZE, S3ObjectStore
 from dicomweb_core.stores.s3probe import BucketProbe, host_header
@@ -112,18 +112,24 @@ async def test_a_redirect_names_the_region(s3_bucket_config: BucketConfig) -> No
 
 
 async def test_with_a_proxy_configured_the_probe_honours_it(
-    s3_bucket_config: BucketConfig, monkeypatch: pytest.MonkeyPatch
+    s3_bucket_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert not BucketProbe(s3_bucket_config, connect_timeout=1, read_timeout=1).via_proxy
+    assert not load_bucket_config(s3_bucket_env).via_proxy
+    assert not BucketProbe(load_bucket_config(s3_bucket_env), connect_timeout=1, read_timeout=1).via_proxy
     dead_proxy = f"http://127.0.0.1:{free_port()}"
+    # The configuration is parsed from the environment the process starts with (here, a copy
+    # of it), and httpx finds the proxy there too.
     monkeypatch.setenv("http_proxy", dead_proxy)
-    assert BucketProbe(s3_bucket_config, connect_timeout=1, read_timeout=1).via_proxy
+    config = load_bucket_config({**s3_bucket_env, "http_proxy": dead_proxy})
+    assert config.via_proxy
+    assert load_bucket_config({**s3_bucket_env, "HTTPS_PROXY": dead_proxy}).via_proxy
+    assert BucketProbe(config, connect_timeout=1, read_timeout=1).via_proxy
     with pytest.raises(StoreError, match="cannot connect to S3"):
-        await check(s3_bucket_config)  # through the dead proxy
+        await check(config)  # through the dead proxy
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    await check(s3_bucket_config)  # straight to S3
+    await check(config)  # straight to S3
     with pytest.raises(StoreError, match="AWS_SECRET_ACCESS_KEY"):
-        await check(changed(s3_bucket_config, secret_access_key="not-the-secret"))
+        await check(changed(config, secret_access_key="not-the-secret"))
 
 
 async def test_store_check_does_not_create_the_sdk_client(s3_bucket_config: BucketConfig) -> None:

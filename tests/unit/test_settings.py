@@ -36,3 +36,23 @@ def test_a_bad_wado_setting_stops_the_service_at_start_up_with_one_line(tmp_path
     assert done.returncode == 2
     lines = done.stderr.decode().strip().splitlines()
     assert lines == ["dicomweb: configuration error: QIDO_MAX_LIMIT=0 must be >= 1"]
+
+
+def test_bucket_configuration_is_parsed_with_the_settings() -> None:
+    env = {
+        "BUCKET_HOST": "s3.example.org",
+        "BUCKET_NAME": "dicom",
+        "AWS_ACCESS_KEY_ID": "key",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "HTTPS_PROXY": "http://proxy.example.org:3128",
+    }
+    bucket = load_settings(env).bucket
+    assert bucket is not None
+    assert (bucket.endpoint_url, bucket.name, bucket.via_proxy) == (
+        "https://s3.example.org:443",
+        "dicom",
+        True,
+    )
+    assert load_settings({}).bucket is None  # no BUCKET_*: the file store
+    with pytest.raises(ConfigError, match="AWS_SECRET_ACCESS_KEY is not set"):
+        load_settings({**env, "AWS_SECRET_ACCESS_KEY": ""})

@@ -45,11 +45,17 @@ class BucketConfig:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     subregion: str = ""
+    #: An HTTP(S)_PROXY/ALL_PROXY variable is set: S3 is reached through a proxy (the readiness
+    #: probe then goes through httpx, which honours those and NO_PROXY, as the SDK does).
+    via_proxy: bool = False
 
     @property
     def endpoint_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
         return f"{self.scheme}://{host}:{self.port}"
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
 
 def load_bucket_config(env: Mapping[str, str]) -> BucketConfig:
@@ -83,6 +89,7 @@ def load_bucket_config(env: Mapping[str, str]) -> BucketConfig:
         subregion=values.get("BUCKET_SUBREGION", ""),
         access_key_id=required("AWS_ACCESS_KEY_ID"),
         secret_access_key=required("AWS_SECRET_ACCESS_KEY"),
+        via_proxy=any(env.get(v) or env.get(v.upper()) for v in _PROXY_VARIABLES),
     )
 
 

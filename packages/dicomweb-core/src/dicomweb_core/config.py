@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .auth.settings import AuthSettings, load_auth_settings
+from .bucket import BucketConfig, load_bucket_config
 from .errors import ConfigError
 
 MiB = 1024 * 1024
@@ -49,9 +50,8 @@ class Settings:
     data_dir: Path | None = None
     #: ``sqlite:///...`` or ``postgresql://...``; default: SQLite inside ``data_dir``.
     catalog_url: str = ""
-    #: True when BUCKET_* configuration selects the S3 store.
-    use_s3: bool = False
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The S3 bucket, when BUCKET_* configuration selects the S3 store (else the file store).
+    bucket: BucketConfig | None = None
     k_sink: str = ""
     provider_name: str = "provider"
     event_source: str = ""
@@ -87,13 +87,13 @@ class Settings:
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     env = dict(os.environ if env is None else env)
     use_s3 = bool(env.get("BUCKET_NAME") or env.get("BUCKET_CONFIG_PATH"))
+    bucket = load_bucket_config(env) if use_s3 else None
     data_dir = env.get("DICOMWEB_DATA_DIR")
     cors = tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip())
     settings = Settings(
         data_dir=Path(data_dir) if data_dir else None,
         catalog_url=env.get("CATALOG_URL", ""),
-        use_s3=use_s3,
-        env=env,
+        bucket=bucket,
         k_sink=env.get("K_SINK", ""),
         provider_name=env.get("PROVIDER_NAME", "provider"),
         event_source=env.get("EVENT_SOURCE", ""),

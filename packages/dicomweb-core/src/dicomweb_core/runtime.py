@@ -113,11 +113,10 @@ class Runtime:
 
 
 def build_store(settings: Settings) -> ObjectStore:
-    if settings.use_s3:
-        from .bucket import load_bucket_config
+    if settings.bucket is not None:
         from .stores.s3 import S3ObjectStore
 
-        return S3ObjectStore(load_bucket_config(settings.env), part_size=settings.s3_part_size)
+        return S3ObjectStore(settings.bucket, part_size=settings.s3_part_size)
     if settings.data_dir is None:
         raise ConfigError(
             "no object store configured: set --data-dir (or DICOMWEB_DATA_DIR) or BUCKET_* variables"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import ssl
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 #: SHA-256 of the empty payload (a HEAD has no body).
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CREDENTIAL_HINT = " (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -83,9 +81,8 @@ class BucketProbe:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._where = f"{config.endpoint_url}/{config.name}/"
-        # httpx reads the same variables from the environment (trust_env).
-        env = os.environ
-        self._via_proxy = any(env.get(v) or env.get(v.upper()) for v in _PROXY_VARIABLES)
+        # Through a proxy, httpx finds it (and NO_PROXY) in the environment (trust_env).
+        self._via_proxy = config.via_proxy
         self._ssl: ssl.SSLContext | None = None
         self._client: httpx.AsyncClient | None = None
 
