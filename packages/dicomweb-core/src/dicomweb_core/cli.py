@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import load_settings
+import orjson
+
+from .config import Settings, load_settings
 from .errors import ConfigError, DicomwebError
 
 if TYPE_CHECKING:
@@ -20,8 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("dicomweb")
 
 _ENV_PREFIX = "DICOMWEB_"
-#: ``serve``/``stow-svc``/``wado-svc`` options that set an environment variable (the settings,
-#: and each worker process, read the environment).
+#: Hands the command and its options to the worker processes of ``--workers`` > 1 (each
+#: re-creates the app from the environment it inherits): JSON, set only for them.
+_WORKER_HANDOFF = _ENV_PREFIX + "CLI"
+#: ``serve``/``stow-svc``/``wado-svc`` options that stand for an environment variable (an
+#: option given wins over the variable).
 _AUTH_OPTIONS = {
     "auth_mode": "AUTH_MODE",
     "auth_issuer": "AUTH_ISSUER",
@@ -105,7 +110,7 @@ def _run_reindex(args: argparse.Namespace) -> int:
     from .reindex import reindex
     from .runtime import build_catalog, build_store
 
-    settings = load_settings()
+    settings = load_settings(_environment(args))
     if settings.query_endpoint and not settings.catalog_url:
         raise ConfigError("reindex needs a catalog database (CATALOG_URL); QUERY_ENDPOINT is read-only")
     store = build_store(settings)
@@ -134,14 +139,36 @@ def _run_reindex(args: argparse.Namespace) -> int:
         return 1
 
 
-def create_app_from_env() -> Starlette:
-    """uvicorn factory (``--workers`` > 1 re-imports the app in each worker from the environment)."""
+def _options_as_variables(args: argparse.Namespace) -> dict[str, str]:
+    """The variables the command-line options stand for."""
+    variables: dict[str, str] = {}
+    if args.data_dir:
+        variables[_ENV_PREFIX + "DATA_DIR"] = str(Path(args.data_dir).resolve())
+        if args.command != "serve":
+            # A data dir on a service means the file store, whatever BUCKET_* says.
+            variables.update(BUCKET_NAME="", BUCKET_CONFIG_PATH="")
+    if args.catalog_url:
+        variables["CATALOG_URL"] = args.catalog_url
+    if getattr(args, "cors", None):
+        variables["CORS_ORIGINS"] = ",".join(args.cors)
+    for option, name in _AUTH_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            variables[name] = value
+    return variables
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """What the settings are parsed from: the process environment, the options on top."""
+    return {**os.environ, **_options_as_variables(args)}
+
+
+def create_app(command: str, settings: Settings) -> Starlette:
+    """The app of ``command`` (serve, stow-svc, wado-svc) on parsed settings; raises
+    :class:`ConfigError` on what cannot work."""
     from .runtime import build_runtime
     from .server import build_app, discover_services
 
-    env = os.environ
-    command = env.get(_ENV_PREFIX + "COMMAND", "serve")
-    settings = load_settings()
     runtime = build_runtime(settings)
     installed = discover_services()
     wanted = {"serve": ["stow", "wado"], "stow-svc": ["stow"], "wado-svc": ["wado"]}[command]
@@ -151,41 +178,36 @@ def create_app_from_env() -> Starlette:
     return build_app(runtime, {name: installed[name] for name in wanted}, combined=command == "serve")
 
 
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for ``--workers`` > 1: each worker process re-creates the app from the
+    environment it inherited and the options the command line handed over."""
+    handoff = orjson.loads(os.environ.get(_WORKER_HANDOFF, "{}"))
+    command = handoff.get("command", "serve")
+    settings = load_settings({**os.environ, **handoff.get("variables", {})})
+    return create_app(command, settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    os.environ[_ENV_PREFIX + "COMMAND"] = args.command
-    if args.data_dir:
-        os.environ[_ENV_PREFIX + "DATA_DIR"] = str(Path(args.data_dir).resolve())
-        if args.command != "serve":
-            # A data dir on a service means the file store, whatever BUCKET_* says.
-            for key in ("BUCKET_NAME", "BUCKET_CONFIG_PATH"):
-                os.environ.pop(key, None)
-    if args.catalog_url:
-        os.environ["CATALOG_URL"] = args.catalog_url
-    if args.command == "reindex":
-        try:
-            return _run_reindex(args)
-        except ConfigError as exc:
-            sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
-            return 2
-    if args.cors:
-        os.environ["CORS_ORIGINS"] = ",".join(args.cors)
-    for option, name in _AUTH_OPTIONS.items():
-        value = getattr(args, option)
-        if value is not None:
-            os.environ[name] = value
     try:
-        from .auth import check_bind, load_auth_settings
+        if args.command == "reindex":
+            return _run_reindex(args)
+        from .auth import check_bind
 
-        check_bind(args.host, load_auth_settings(os.environ), insecure_no_auth=args.insecure_no_auth)
-        # Fail at start-up, with one line, not at the first request.
-        app = create_app_from_env()
+        # Parsed and checked once, here: bad configuration fails at start-up with one line,
+        # not at the first request.
+        settings = load_settings(_environment(args))
+        check_bind(args.host, settings.auth, insecure_no_auth=args.insecure_no_auth)
+        app = create_app(args.command, settings)
     except ConfigError as exc:
         sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
         return 2
+    if args.workers > 1:
+        handoff = {"command": args.command, "variables": _options_as_variables(args)}
+        os.environ[_WORKER_HANDOFF] = orjson.dumps(handoff).decode()
     import uvicorn
 
     # One worker serves the app just built (building it twice would slow a cold start);
