@@ -1,4 +1,4 @@
-"""Configuration, parsed once at start-up into a frozen dataclass.
+"""Configuration, parsed once at start-up into a frozen dataclass, which is passed down.
 
 Environment first, with the Alvearie-compatible names where they exist. Bad configuration
 raises :class:`ConfigError` with one clear line; the CLI prints it and exits non-zero.
@@ -6,7 +6,6 @@ raises :class:`ConfigError` with one clear line; the CLI prints it and exits non
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,8 +83,9 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    env = dict(os.environ if env is None else env)
+def load_settings(env: Mapping[str, str], **overrides: object) -> Settings:
+    """Parse and check every setting of ``env`` (the process environment, as the command line
+    completed it: :mod:`dicomweb_core.cli`); the only place configuration is read."""
     use_s3 = bool(env.get("BUCKET_NAME") or env.get("BUCKET_CONFIG_PATH"))
     bucket = load_bucket_config(env) if use_s3 else None
     data_dir = env.get("DICOMWEB_DATA_DIR")
