@@ -56,3 +56,13 @@ def test_bucket_configuration_is_parsed_with_the_settings() -> None:
     assert load_settings({}).bucket is None  # no BUCKET_*: the file store
     with pytest.raises(ConfigError, match="AWS_SECRET_ACCESS_KEY is not set"):
         load_settings({**env, "AWS_SECRET_ACCESS_KEY": ""})
+
+
+def test_a_bad_port_variable_stops_the_command_with_one_line() -> None:
+    done = subprocess.run(
+        [DICOMWEB, "serve"], env={**os.environ, "PORT": "eighty"}, capture_output=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        "dicomweb: configuration error: PORT='eighty' is not a port number"
+    ]

@@ -37,12 +37,20 @@ _AUTH_OPTIONS = {
 }
 
 
+def _default_port() -> int:
+    """$PORT (Knative sets it), else 8080."""
+    raw = os.environ.get("PORT", "") or "8080"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"PORT={raw!r} is not a port number")
+    return int(raw)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dicomweb", description="DICOMweb Ingestion Service (STOW-RS, QIDO-RS, WADO-RS)"
     )
     sub = p.add_subparsers(dest="command", required=True)
-    default_port = int(os.environ.get("PORT", "8080") or 8080)
+    default_port = _default_port()
 
     def common(sp: argparse.ArgumentParser, host: str) -> None:
         sp.add_argument("--host", default=host, help=f"listen address (default {host})")
@@ -188,7 +196,12 @@ def create_app_from_env() -> Starlette:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()
+    except ConfigError as exc:
+        sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
