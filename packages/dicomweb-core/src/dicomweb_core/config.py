@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .auth.settings import AuthSettings, load_auth_settings
 from .errors import ConfigError
+from .limits import Limits, load_limits
 
 MiB = 1024 * 1024
 
@@ -69,6 +70,8 @@ class Settings:
     event_lease_seconds: float = 15.0
     #: Access control, audit trail and trusted proxies (:mod:`dicomweb_core.auth`).
     auth: AuthSettings = field(default_factory=AuthSettings)
+    #: Resource limits (see :mod:`.limits`).
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -106,6 +109,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         study_quiet_seconds=_float(env, "STUDY_QUIET_SECONDS", 0.0),
         event_lease_seconds=_float(env, "EVENT_LEASE_SECONDS", 15.0),
         auth=load_auth_settings(env),
+        limits=load_limits(env),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     for name in ("k_sink", "query_endpoint", "public_base_url"):
