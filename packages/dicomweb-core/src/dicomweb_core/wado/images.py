@@ -12,7 +12,6 @@ image per instance.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -23,9 +22,10 @@ from ..errors import NotAcceptableError, NotFoundError
 from ..models import InstanceRecord
 from ..stores.base import ObjectStore
 from .accept import describe
+from .budget import Budget
 from .frames import PixelSource
 from .multipart import MultipartWriter, Part, single
-from .rendered import _FORMATS, RenderOptions, choose_image_type, parse_options, render
+from .rendered import _FORMATS, DECODE_ERRORS, RenderOptions, choose_image_type, parse_options, render
 from .reply import Ask, Reply, validators
 from .transcode import attach_frame
 
@@ -52,8 +52,9 @@ def representative(records: Sequence[InstanceRecord]) -> InstanceRecord:
 
 
 class Renderer:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, budget: Budget | None = None) -> None:
         self.store = store
+        self.budget = budget or Budget()
 
     async def rendered(
         self,
@@ -93,16 +94,28 @@ class Renderer:
     async def render_frame(
         self, record: InstanceRecord, number: int, options: RenderOptions, media: str
     ) -> bytes:
-        source = PixelSource(self.store, record)
+        limits = self.budget.limits
+        source = PixelSource(self.store, record, limits)
         source.check_frames([number])
-        frame = await source.frame(number)
-        if record.metadata.count(_BULK) > 1:
-            info = record.pixel_data
-            end = info.value_offset if info is not None else record.size
-            header = await self.store.read_range(record.object_key, 0, end)
-        else:
-            header = None
-        return await asyncio.to_thread(_render_sync, source.metadata, header, frame, record, options, media)
+        meta = source.metadata
+        pixels = _value(meta, "00280010") * _value(meta, "00280011")
+        if pixels > limits.max_render_pixels:
+            raise NotAcceptableError(
+                f"instance {record.sop_instance_uid} has {pixels} pixels per frame,"
+                f" over the MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels for rendering"
+            )
+        if source.frame_bits:
+            source.bounded((source.frame_bits + 7) // 8, "a decoded frame")
+        # The slot covers the reads too: waiting renders hold no frame bytes.
+        async with self.budget.slot():
+            frame = await source.frame(number)
+            if record.metadata.count(_BULK) > 1:
+                info = record.pixel_data
+                end = info.value_offset if info is not None else record.size
+                header = await self.store.read_range(record.object_key, 0, end)
+            else:
+                header = None
+            return await self.budget.run_held(_render_sync, meta, header, frame, record, options, media)
 
 
 def _render_sync(
@@ -116,11 +129,14 @@ def _render_sync(
     import pydicom
 
     ds: Dataset
-    if header is not None:
-        ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
-    else:
-        ds = Dataset.from_json(_without_bulk(metadata))
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    try:
+        if header is not None:
+            ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
+        else:
+            ds = Dataset.from_json(_without_bulk(metadata))
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+    except DECODE_ERRORS as exc:
+        raise NotAcceptableError(f"the instance's header cannot be read for rendering: {exc}") from exc
     ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(record.transfer_syntax_uid)
     ts = record.transfer_syntax_uid
     if ts == "1.2.840.10008.1.2.2" and int(ds.get("BitsAllocated", 8)) > 8:
@@ -152,3 +168,10 @@ def _multipart_image(ask: Ask) -> str | None:
 def require_pixels(records: Sequence[InstanceRecord]) -> None:
     if not any(r.pixel_data is not None or r.transfer_syntax_uid.endswith(".99") for r in records):
         raise NotFoundError("no instance with pixel data to render")
+
+
+def _value(metadata: dict[str, Any], key: str) -> int:
+    try:
+        return max(0, int(metadata[key]["Value"][0]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0

@@ -1,8 +1,12 @@
 """Transfer syntax conversion for retrieve: to Explicit VR Little Endian, only when asked.
 
 Objects are served as stored whenever the client accepts it (``transfer-syntax=*`` or the
-stored syntax): that path never parses anything. Conversion reads one instance into
-memory (never a whole study) and runs in a worker thread:
+stored syntax): that path never parses anything. Conversion copies the stored object into an
+unlinked temporary file, reads it with pydicom deferring large values, and writes the result
+into another unlinked temporary file (held in memory up to 1 MiB), all in a worker thread and
+before the response starts, so every failure is a 406 up front and a client that stops
+reading pins a file descriptor, not memory. Objects over ``MAX_TRANSCODE_SIZE`` (or whose
+decoded pixels would exceed ``MAX_DECODED_SIZE``) are not converted: 406 with the reason.
 
 * Implicit VR Little Endian, Deflated → Explicit VR Little Endian: a re-encode by pydicom.
 * Explicit VR Big Endian → Explicit VR Little Endian: pydicom refuses to change byte order
@@ -15,9 +19,7 @@ memory (never a whole study) and runs in a worker thread:
 
 from __future__ import annotations
 
-import asyncio
-import io
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -25,9 +27,11 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID
 
-from ..errors import DicomFormatError, NotAcceptableError
+from ..errors import NotAcceptableError
+from ..limits import Limits
 from .accept import DEFLATED_LE, EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, is_encapsulated
 
+_DEFER = 1 << 20  # values larger than this are read from the file when written, one at a time
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 #: The attributes a pixel decoder needs (PS3.3 C.7.6.3), as DICOM JSON keys.
@@ -87,15 +91,56 @@ def _swap_words(ds: Dataset) -> None:
             elem.value = words.astype(f"<u{width}").tobytes() + bytes(elem.value[usable:])
 
 
-def to_explicit_le(blob: bytes) -> bytes:
-    """A whole Part-10 object re-encoded as Explicit VR Little Endian (decompressed if needed)."""
+def decoded_size(metadata: dict[str, Any]) -> int:
+    """Bytes of native pixel data the image geometry describes (all frames); 0 if unknown."""
+
+    def value(key: str, default: int) -> int:
+        try:
+            return int(metadata[key]["Value"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return default
+
+    rows, cols = value("00280010", 0), value("00280011", 0)
+    samples, bits, frames = value("00280002", 1), value("00280100", 0), value("00280008", 1)
+    return max(0, rows * cols * samples * max(frames, 1) * ((bits + 7) // 8))
+
+
+def size_refusal(size: int, metadata: dict[str, Any], stored: str, limits: Limits) -> str | None:
+    """Why converting this object would exceed a limit, or ``None``."""
+    if size > limits.max_transcode_size:
+        return (
+            f"the object is {size} bytes, over the MAX_TRANSCODE_SIZE limit of {limits.max_transcode_size}"
+            f" for conversion; ask for transfer-syntax=* (or {stored}) to get it as stored"
+        )
+    if is_encapsulated(stored) and decoded_size(metadata) > limits.max_decoded_size:
+        return (
+            f"decompressed, the pixel data would be {decoded_size(metadata)} bytes, over the"
+            f" MAX_DECODED_SIZE limit of {limits.max_decoded_size}; ask for transfer-syntax=*"
+        )
+    return None
+
+
+def convert_file(source: BinaryIO, out: BinaryIO) -> None:
+    """The Part-10 object in ``source`` re-encoded into ``out`` as Explicit VR Little Endian
+    (decompressed if needed). Raises :class:`NotAcceptableError` when it cannot be."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(blob), force=True)
-    except Exception as exc:
-        raise DicomFormatError(f"stored object cannot be parsed for conversion: {exc}") from exc
+        ds = pydicom.dcmread(source, force=True, defer_size=_DEFER)
+    except Exception as exc:  # pydicom raises many kinds on corrupt data
+        raise NotAcceptableError(f"stored object cannot be parsed for conversion: {exc}") from exc
     stored = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    try:
+        _to_explicit_le(ds, stored)
+        ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+        pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    except NotAcceptableError:
+        raise
+    except Exception as exc:  # a header that lies about its syntax fails here, before any byte is sent
+        raise NotAcceptableError(f"the object stored as {stored} cannot be converted: {exc}") from exc
+
+
+def _to_explicit_le(ds: Dataset, stored: str) -> None:
     if stored == EXPLICIT_LE:
-        return blob
+        return
     if is_encapsulated(stored):
         reason = decoder_missing(stored)
         if reason:
@@ -106,14 +151,6 @@ def to_explicit_le(blob: bytes) -> bytes:
             raise NotAcceptableError(f"pixel data in {stored} could not be decompressed: {exc}") from exc
     elif stored == EXPLICIT_BE:
         _swap_words(ds)
-    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
-    out = io.BytesIO()
-    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-    return out.getvalue()
-
-
-async def to_explicit_le_async(blob: bytes) -> bytes:
-    return await asyncio.to_thread(to_explicit_le, blob)
 
 
 def pixel_dataset(metadata: dict[str, Any], transfer_syntax: str) -> Dataset:
