@@ -23,7 +23,7 @@ class Limits:
     #: Seconds a response may wait for a client that does not read.
     send_idle_timeout: float = 60.0
     #: Seconds an idle keep-alive connection stays open.
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: float = 30.0
     #: NumberOfFrames above this is refused at ingest (0xC000).
     max_frames: int = 1_000_000
     #: Largest stored object that is converted to another transfer syntax (bytes).
