@@ -115,19 +115,23 @@ class Renderer:
                 header = await self.store.read_range(record.object_key, 0, end)
             else:
                 header = None
-            return await self.budget.run_held(_render_sync, meta, header, frame, record, options, media)
+            # Handed over in a list the worker empties, so that only the renderer holds the frame.
+            holder = [frame]
+            del frame
+            return await self.budget.run_held(_render_sync, meta, header, holder, record, options, media)
 
 
 def _render_sync(
     metadata: dict[str, Any],
     header: bytes | None,
-    frame: bytes,
+    holder: list[bytes],
     record: InstanceRecord,
     options: RenderOptions,
     media: str,
 ) -> bytes:
     import pydicom
 
+    frame = holder.pop()
     ds: Dataset
     try:
         if header is not None:
@@ -150,6 +154,7 @@ def _render_sync(
         ds.file_meta.TransferSyntaxUID = ts
     ds.set_original_encoding(False, True)
     attach_frame(ds, frame, ts)
+    del frame
     return render(ds, options, media)
 
 

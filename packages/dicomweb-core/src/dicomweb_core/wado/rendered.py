@@ -259,10 +259,15 @@ def render(ds: Dataset, options: RenderOptions, media_type: str) -> bytes:
         raise NotAcceptableError(f"the image is too large to render: {exc}") from exc
     except DECODE_ERRORS as exc:
         raise NotAcceptableError(f"the pixel data cannot be decoded for rendering: {exc}") from exc
+    # The encoded frame is not needed any more: free it before the 8-bit copy is made.
+    ds._pixel_array = None
+    del ds["PixelData"]
     if arr.ndim == 4 or (arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1):
         arr = arr[0]
     pixels = to_8bit(arr, ds, options)
+    del arr
     image = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L")
+    del pixels
     image = apply_viewport(image, options)
     out = io.BytesIO()
     fmt = _FORMATS[media_type]
