@@ -29,7 +29,7 @@ def failure_warnings(outcome: StowOutcome, host: str) -> dict[str, str]:
     values = []
     for f in outcome.failed[:20]:
         text = f"{f.sop_instance_uid or 'part'}: {f.reason}"[:300]
-        text = text.encode("latin-1", "replace").decode("latin-1").replace("\\", "/").replace('"', "'")
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
         values.append(f'299 {host} "{" ".join(text.split())}"')
     return {"Warning": ", ".join(values)}
 
