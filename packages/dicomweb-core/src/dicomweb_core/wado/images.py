@@ -16,6 +16,7 @@ import io
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from PIL import Image
 from pydicom.dataset import Dataset
 
 from ..errors import NotAcceptableError, NotFoundError
@@ -25,7 +26,17 @@ from .accept import describe
 from .budget import Budget
 from .frames import PixelSource
 from .multipart import MultipartWriter, Part, single
-from .rendered import _FORMATS, DECODE_ERRORS, RenderOptions, choose_image_type, parse_options, render
+from .rendered import (
+    _FORMATS,
+    DECODE_ERRORS,
+    GIF,
+    RenderOptions,
+    choose_image_type,
+    encode,
+    encode_animation,
+    parse_options,
+    render_image,
+)
 from .reply import Ask, Reply, validators
 from .transcode import attach_frame
 
@@ -75,6 +86,13 @@ class Renderer:
         if cached is not None:
             return cached
         headers = checks.headers()
+        if multipart_type is None and frames is None and media == GIF and len(records) == 1:
+            count = min(PixelSource(self.store, records[0], self.budget.limits).available_frames, 1 << 30)
+            if count > 1:
+                # A multi-frame instance is a "Multi-frame Image" (PS3.18 Table 8.7.4-1), whose
+                # rendered image media type is image/gif: all its frames, animated.
+                body = await self.render_animation(records[0], count, options)
+                return Reply(media_type=media, body=body, headers=headers)
         if multipart_type is None:
             image = await self.render_frame(records[0], numbers[0], options, media)
             return Reply(media_type=media, body=image, headers=headers)
@@ -91,9 +109,42 @@ class Renderer:
             for n in numbers:
                 yield Part(media, single(await self.render_frame(record, n, options, media)))
 
+    async def render_animation(self, record: InstanceRecord, count: int, options: RenderOptions) -> bytes:
+        """Frames 1..count of a multi-frame instance as an animated GIF, within
+        ``MAX_RENDER_FRAMES`` frames and ``MAX_RENDER_PIXELS`` pixels in all."""
+        limits = self.budget.limits
+        if count > limits.max_render_frames:
+            raise NotAcceptableError(
+                f"instance {record.sop_instance_uid} has {count} frames, over the MAX_RENDER_FRAMES limit"
+                f" of {limits.max_render_frames} for an animated rendering; ask for frames/{{n}}/rendered"
+            )
+        images: list[Image.Image] = []
+        total = 0
+        for n in range(1, count + 1):
+            image = await self._render(record, n, options, None)
+            assert isinstance(image, Image.Image)
+            total += image.width * image.height
+            if total > limits.max_render_pixels:
+                raise NotAcceptableError(
+                    f"the {count} frames of instance {record.sop_instance_uid} exceed the"
+                    f" MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels in all;"
+                    " use a viewport or frames/{n}/rendered"
+                )
+            images.append(image)
+        frame_ms = _frame_time_ms(PixelSource(self.store, record).metadata)
+        return await self.budget.run(encode_animation, images, frame_ms)
+
     async def render_frame(
         self, record: InstanceRecord, number: int, options: RenderOptions, media: str
     ) -> bytes:
+        body = await self._render(record, number, options, media)
+        assert isinstance(body, bytes)
+        return body
+
+    async def _render(
+        self, record: InstanceRecord, number: int, options: RenderOptions, media: str | None
+    ) -> bytes | Image.Image:
+        """One frame rendered and encoded as ``media``, or as a Pillow image when ``None``."""
         limits = self.budget.limits
         source = PixelSource(self.store, record, limits)
         source.check_frames([number])
@@ -127,8 +178,8 @@ def _render_sync(
     holder: list[bytes],
     record: InstanceRecord,
     options: RenderOptions,
-    media: str,
-) -> bytes:
+    media: str | None,
+) -> bytes | Image.Image:
     import pydicom
 
     frame = holder.pop()
@@ -155,7 +206,8 @@ def _render_sync(
     ds.set_original_encoding(False, True)
     attach_frame(ds, frame, ts)
     del frame
-    return render(ds, options, media)
+    image = render_image(ds, options)
+    return image if media is None else encode(image, media, options)
 
 
 def _multipart_image(ask: Ask) -> str | None:
@@ -180,3 +232,12 @@ def _value(metadata: dict[str, Any], key: str) -> int:
         return max(0, int(metadata[key]["Value"][0]))
     except (KeyError, IndexError, TypeError, ValueError):
         return 0
+
+
+def _frame_time_ms(metadata: dict[str, Any]) -> int:
+    """Frame Time (0018,1063) in ms for the animation, 100 when absent; within 20..10000."""
+    try:
+        value = float(metadata["00181063"]["Value"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        value = 100.0
+    return int(min(max(value if value == value else 100.0, 20.0), 10000.0))

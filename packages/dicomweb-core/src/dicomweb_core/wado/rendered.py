@@ -253,6 +253,28 @@ def apply_viewport(image: Image.Image, viewport: RenderOptions) -> Image.Image:
 
 def render(ds: Dataset, options: RenderOptions, media_type: str) -> bytes:
     """Render the first frame of ``ds`` (a data set holding one frame) as ``media_type``."""
+    return encode(render_image(ds, options), media_type, options)
+
+
+def encode(image: Image.Image, media_type: str, options: RenderOptions) -> bytes:
+    out = io.BytesIO()
+    fmt = _FORMATS[media_type]
+    if fmt == "JPEG":
+        image.save(out, format=fmt, quality=options.quality)
+    else:
+        image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def encode_animation(images: list[Image.Image], frame_ms: int) -> bytes:
+    """Frames as one animated GIF (PS3.18 Table 8.7.4-1: image/gif for multi-frame images)."""
+    out = io.BytesIO()
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return out.getvalue()
+
+
+def render_image(ds: Dataset, options: RenderOptions) -> Image.Image:
+    """The first frame of ``ds`` as an 8-bit Pillow image, window and viewport applied."""
     try:
         arr = ds.pixel_array
     except Image.DecompressionBombError as exc:
@@ -268,11 +290,4 @@ def render(ds: Dataset, options: RenderOptions, media_type: str) -> bytes:
     del arr
     image = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L")
     del pixels
-    image = apply_viewport(image, options)
-    out = io.BytesIO()
-    fmt = _FORMATS[media_type]
-    if fmt == "JPEG":
-        image.save(out, format=fmt, quality=options.quality)
-    else:
-        image.save(out, format=fmt)
-    return out.getvalue()
+    return apply_viewport(image, options)
