@@ -302,3 +302,21 @@ def test_full_size_renders_of_a_large_instance_stay_bounded(server: ServiceProce
 def test_the_server_is_still_healthy_after_the_attacks(server: ServiceProcess, tmp_path: Path) -> None:
     assert server.proc is not None and server.proc.poll() is None
     assert httpx.get(server.base + "/readyz", timeout=5).status_code == 200
+
+
+def test_worker_processes_are_guarded_too(tmp_path: Path) -> None:
+    """With --workers > 1 uvicorn imports the protocol by name in each worker; the limits come
+    from the same environment."""
+    env = {**ABUSE_ENV, "MAX_REQUEST_HEADER_SIZE": "4096"}
+    proc = ServiceProcess(
+        "serve", args=["--data-dir", str(tmp_path), "--workers", "2"], env=env, log_path=tmp_path / "log"
+    ).start(timeout=60)
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 431")
+        held = asyncio.run(hold_open("127.0.0.1", proc.port, 10, b"GET /healthz HTTP/1.1\r\n", 15))
+        assert max(held) < 6, held
+        assert httpx.get(proc.base + "/healthz", timeout=5).status_code == 200
+    finally:
+        proc.stop()
