@@ -3,8 +3,9 @@ a stored header claims. Parsed once from the environment (see README, "Limits").
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
@@ -34,8 +35,9 @@ class Limits:
     max_render_pixels: int = 100_000_000
     #: Frames put into one animated rendering of a multi-frame instance.
     max_render_frames: int = 500
-    #: Conversions, decodes and renders running at once (each holds up to the caps above).
-    decode_concurrency: int = 2
+    #: Conversions, decodes and renders running at once (each holds up to the caps above);
+    #: default: half the CPU cores, at least one (the event loop keeps a core).
+    decode_concurrency: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool) -> float:

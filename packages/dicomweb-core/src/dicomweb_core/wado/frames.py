@@ -54,6 +54,18 @@ def _int_value(metadata: dict[str, Any], key: str, default: int) -> int:
         return default
 
 
+#: Reads up to this size are one ranged read; larger ones stream in store-sized chunks, so the
+#: event loop never copies a whole large frame in one go (and a store keeps no buffer that big).
+_ONE_READ = 1 << 20
+
+
+async def read_span(store: ObjectStore, key: str, start: int, length: int) -> bytes:
+    """Bytes ``[start, start + length)`` of an object."""
+    if length <= _ONE_READ:
+        return await store.read_range(key, start, length)
+    return b"".join([chunk async for chunk in store.read(key, start, start + length)])
+
+
 class PixelSource:
     """The frames of one stored instance, read lazily from the object store."""
 
@@ -168,8 +180,8 @@ class PixelSource:
         if not fragments:
             return b""
         first, last = fragments[0], fragments[-1]
-        data = await self.store.read_range(
-            self.record.object_key, first.offset, last.offset + last.length - first.offset
+        data = await read_span(
+            self.store, self.record.object_key, first.offset, last.offset + last.length - first.offset
         )
         if not encapsulated or len(fragments) == 1:
             return data
@@ -185,7 +197,7 @@ class PixelSource:
             raise NotFoundError(f"frame {number} is not in the stored pixel data")
         start, end = first_bit // 8, (end_bit + 7) // 8
         self.bounded(end - start, "a frame")
-        data = await self.store.read_range(self.record.object_key, info.value_offset + start, end - start)
+        data = await read_span(self.store, self.record.object_key, info.value_offset + start, end - start)
         if first_bit % 8 == 0 and end_bit % 8 == 0:
             return data
         # 1-bit data is packed across frame boundaries; re-pack the frame from its own first bit.
@@ -218,8 +230,8 @@ class PixelSource:
                     return self._frames
                 first, last = info.fragments[0], info.fragments[-1]
                 self.bounded(last.offset + last.length - first.offset, "the encapsulated pixel data")
-                data = await self.store.read_range(
-                    self.record.object_key, first.offset, last.offset + last.length - first.offset
+                data = await read_span(
+                    self.store, self.record.object_key, first.offset, last.offset + last.length - first.offset
                 )
                 base = first.offset
                 fragments = [data[f.offset - base : f.offset - base + f.length] for f in info.fragments]
