@@ -24,7 +24,7 @@ from ..models import InstanceRecord
 from ..stores.base import ObjectStore
 from .accept import describe
 from .budget import Budget
-from .frames import PixelSource
+from .frames import PixelSource, read_span
 from .multipart import MultipartWriter, Part, single
 from .rendered import (
     _FORMATS,
@@ -163,7 +163,7 @@ class Renderer:
             if record.metadata.count(_BULK) > 1:
                 info = record.pixel_data
                 end = info.value_offset if info is not None else record.size
-                header = await self.store.read_range(record.object_key, 0, end)
+                header = await read_span(self.store, record.object_key, 0, end)
             else:
                 header = None
             # Handed over in a list the worker empties, so that only the renderer holds the frame.

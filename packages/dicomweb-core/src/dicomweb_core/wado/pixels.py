@@ -41,7 +41,7 @@ from .accept import (
     pixel_media_type,
 )
 from .budget import Budget
-from .frames import PixelSource
+from .frames import PixelSource, read_span
 from .multipart import MultipartWriter, Part, single
 from .reply import Ask, Reply, validators
 from .transcode import conversion_refusal, frame_to_explicit_le
@@ -244,7 +244,7 @@ class PixelRetriever:
         """A non-pixel bulk value: parse the header (everything before Pixel Data) and find it."""
         info = record.pixel_data
         end = info.value_offset if info is not None else record.size
-        header = await self.store.read_range(record.object_key, 0, end)
+        header = await read_span(self.store, record.object_key, 0, end)
         value = await self.budget.run(_find_value, header, tag)
         if value is None:
             raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
