@@ -320,3 +320,31 @@ def test_worker_processes_are_guarded_too(tmp_path: Path) -> None:
         assert httpx.get(proc.base + "/healthz", timeout=5).status_code == 200
     finally:
         proc.stop()
+
+
+def test_slow_but_steady_clients_are_not_cut_off(server: ServiceProcess) -> None:
+    """The timeouts are idle timeouts: a client that keeps sending (or reading) a little at a
+    time, for longer than any of them, completes."""
+    blob = make_instance(rows=64, cols=64)
+    body, ctype = multipart_related([blob])
+
+    def trickle() -> Iterator[bytes]:
+        step = len(body) // 8 + 1
+        for i in range(0, len(body), step):
+            time.sleep(0.6)  # 8 pieces over ~5 s; BODY_IDLE_TIMEOUT is 2 s
+            yield body[i : i + step]
+
+    resp = httpx.post(
+        server.base + "/dicomweb/studies", content=trickle(), headers={"content-type": ctype}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+
+    header, pixels, total = big_instance(rows=2048, cols=2048, bits=16, implicit=False)  # 8 MiB
+    url = stow_stream(server, header, pixels)["url"]
+    got = 0
+    start = time.monotonic()
+    with httpx.stream("GET", url, headers={"accept": "*/*"}, timeout=30) as stream:
+        for chunk in stream.iter_raw(1 << 20):
+            got += len(chunk)
+            time.sleep(0.5)  # ~4 s in all; SEND_IDLE_TIMEOUT is 3 s
+    assert got > total and time.monotonic() - start > 3
