@@ -129,3 +129,22 @@ def test_a_conversion_spooled_to_a_file_is_sent_whole_each_time(embedded: Servic
         got = pydicom.dcmread(io.BytesIO(body))
         assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
         assert got.PixelData == ds.PixelData
+
+
+def test_several_frames_to_decode_fail_before_the_first_byte(embedded: ServiceProcess) -> None:
+    ds = make_dataset(rows=16, cols=16, bits=8, frames=2, transfer_syntax="1.2.840.10008.1.2.4.50")
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG \xff\xd9"] * 2)
+    ds["PixelData"].VR = "OB"
+    store(embedded, [to_bytes(ds)])
+    octet = 'multipart/related; type="application/octet-stream"'
+    resp = httpx.get(instance_url(embedded, ds) + "/frames/1,2", headers={"accept": octet})
+    assert resp.status_code == 406 and "decompress" in resp.text
+    resp = httpx.get(
+        instance_url(embedded, ds) + "/frames/1,2/rendered",
+        headers={"accept": 'multipart/related; type="image/png"'},
+    )
+    assert resp.status_code == 406 and "cannot be decoded" in resp.text
+    stored = httpx.get(
+        instance_url(embedded, ds) + "/frames/1,2", headers={"accept": octet + "; transfer-syntax=*"}
+    )
+    assert stored.status_code == 200

@@ -13,7 +13,7 @@ image per instance.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
@@ -25,7 +25,7 @@ from ..stores.base import ObjectStore
 from .accept import describe
 from .budget import Budget
 from .frames import PixelSource, read_span
-from .multipart import MultipartWriter, Part, single
+from .multipart import MultipartWriter
 from .rendered import (
     _FORMATS,
     DECODE_ERRORS,
@@ -96,18 +96,26 @@ class Renderer:
         if multipart_type is None:
             image = await self.render_frame(records[0], numbers[0], options, media)
             return Reply(media_type=media, body=image, headers=headers)
+        # Every image is rendered before the first byte (a failure is a 4xx, never a cut body),
+        # within MAX_DECODED_SIZE of encoded images in all.
         writer = MultipartWriter(media)
-        parts = self._parts(records, numbers, options, media)
-        return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
-
-    async def _parts(
-        self, records: Sequence[InstanceRecord], numbers: list[int], options: RenderOptions, media: str
-    ) -> AsyncIterator[Part]:
-        for record in records:
-            if record.pixel_data is None and len(records) > 1:
-                continue
-            for n in numbers:
-                yield Part(media, single(await self.render_frame(record, n, options, media)))
+        images: list[bytes] = []
+        total = 0
+        cap = self.budget.limits.max_decoded_size
+        for record, n in [
+            (r, n) for r in records if r.pixel_data is not None or len(records) == 1 for n in numbers
+        ]:
+            image = await self.render_frame(record, n, options, media)
+            total += len(image)
+            if total > cap:
+                raise NotAcceptableError(
+                    f"the rendered images exceed the MAX_DECODED_SIZE limit of {cap} bytes in all;"
+                    " ask for fewer instances or frames at a time"
+                )
+            images.append(image)
+        return Reply(
+            media_type=writer.content_type, body=writer.encode((media, i) for i in images), headers=headers
+        )
 
     async def render_animation(self, record: InstanceRecord, count: int, options: RenderOptions) -> bytes:
         """Frames 1..count of a multi-frame instance as an animated GIF, within

@@ -139,8 +139,32 @@ class PixelRetriever:
                 body=writer.encode([(_part_type(plan), body)]),
                 headers=headers,
             )
+        if plan.transfer_syntax != "*" and pixel_media_type(record.transfer_syntax_uid) != OCTET_STREAM:
+            # Frames to decode: all of them before the first byte (a frame that does not decode is
+            # a 406, never a cut body), within MAX_DECODED_SIZE in all.
+            bodies = await self._decoded_frames(source, numbers, plan)
+            return Reply(
+                media_type=writer.content_type,
+                body=writer.encode((_part_type(plan), b) for b in bodies),
+                headers=headers,
+            )
         parts = self._frame_parts(source, numbers, plan)
         return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+
+    async def _decoded_frames(self, source: PixelSource, numbers: list[int], plan: FramePlan) -> list[bytes]:
+        cap = self.budget.limits.max_decoded_size
+        bodies: list[bytes] = []
+        total = 0
+        for n in numbers:
+            body = await self._frame(source, n, plan)
+            total += len(body)
+            if total > cap:
+                raise NotAcceptableError(
+                    f"the {len(numbers)} decoded frames exceed the MAX_DECODED_SIZE limit of {cap} bytes;"
+                    " ask for fewer frames at a time, or transfer-syntax=* for the stored bitstreams"
+                )
+            bodies.append(body)
+        return bodies
 
     def _check_decodable(self, source: PixelSource, plan: FramePlan) -> None:
         """Decoding a compressed frame produces Rows x Columns x Samples x bytes: bounded."""
