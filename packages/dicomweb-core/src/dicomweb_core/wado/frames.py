@@ -31,6 +31,7 @@ from ..models import Fragment, InstanceRecord, PixelDataInfo
 from ..scanner import frame_fragments
 from ..stores.base import ObjectStore
 from .accept import DEFLATED_LE
+from .transcode import DECODE_ERRORS
 
 _FRAME_LIST = re.compile(r"\d+(,\d+)*")
 _ITEM_HEADER = 8
@@ -265,7 +266,7 @@ def _frames_from_object(blob: bytes, max_frames: int) -> list[bytes]:
 
     try:
         ds = pydicom.dcmread(io.BytesIO(blob))
-    except Exception as exc:  # pydicom raises many kinds on corrupt data
+    except DECODE_ERRORS as exc:
         raise DicomFormatError(f"the stored object cannot be parsed: {exc}") from exc
     if "PixelData" not in ds:
         return []

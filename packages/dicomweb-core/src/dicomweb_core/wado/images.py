@@ -28,7 +28,6 @@ from .frames import PixelSource, read_span
 from .multipart import MultipartWriter
 from .rendered import (
     _FORMATS,
-    DECODE_ERRORS,
     GIF,
     RenderOptions,
     choose_image_type,
@@ -38,7 +37,7 @@ from .rendered import (
     render_image,
 )
 from .reply import Ask, Reply, validators
-from .transcode import attach_frame
+from .transcode import DECODE_ERRORS, attach_frame
 
 _BULK = b'"BulkDataURI"'
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from ..errors import BadRequestError, NotAcceptableError
 from .accept import ANY, MediaRange, describe
+from .transcode import DECODE_ERRORS
 
 log = logging.getLogger("dicomweb.wado")
 
@@ -32,20 +31,6 @@ THUMBNAIL_SIZE = 128
 MAX_VIEWPORT = 8192
 #: Rows converted to 8 bits at a time: bounds the float temporaries of a large frame.
 _BLOCK_ROWS = 512
-#: What decoding pixel data may raise on corrupt or unsupported data (pydicom, its plugins,
-#: Pillow, numpy): answered 406 with the reason. Anything else is a bug and surfaces as one.
-DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    NotImplementedError,
-    RuntimeError,
-    OSError,
-    struct.error,
-    zlib.error,
-)
 
 
 @dataclass(frozen=True, slots=True)

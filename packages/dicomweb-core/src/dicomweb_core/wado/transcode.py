@@ -19,18 +19,36 @@ decoded pixels would exceed ``MAX_DECODED_SIZE``) are not converted: 406 with th
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from ..errors import NotAcceptableError
 from ..limits import Limits
 from .accept import DEFLATED_LE, EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, is_encapsulated
 
+#: What decoding pixel data may raise on corrupt or unsupported data (pydicom, its plugins,
+#: Pillow, numpy): answered 406 with the reason. Anything else is a bug and surfaces as one.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    struct.error,
+    zlib.error,
+    InvalidDicomError,
+)
 _DEFER = 1 << 20  # values larger than this are read from the file when written, one at a time
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
@@ -125,7 +143,7 @@ def convert_file(source: BinaryIO, out: BinaryIO) -> None:
     (decompressed if needed). Raises :class:`NotAcceptableError` when it cannot be."""
     try:
         ds = pydicom.dcmread(source, force=True, defer_size=_DEFER)
-    except Exception as exc:  # pydicom raises many kinds on corrupt data
+    except DECODE_ERRORS as exc:
         raise NotAcceptableError(f"stored object cannot be parsed for conversion: {exc}") from exc
     stored = str(ds.file_meta.get("TransferSyntaxUID", ""))
     try:
@@ -134,7 +152,7 @@ def convert_file(source: BinaryIO, out: BinaryIO) -> None:
         pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     except NotAcceptableError:
         raise
-    except Exception as exc:  # a header that lies about its syntax fails here, before any byte is sent
+    except DECODE_ERRORS as exc:  # a header that lies about its syntax fails here, before any byte
         raise NotAcceptableError(f"the object stored as {stored} cannot be converted: {exc}") from exc
 
 
@@ -147,7 +165,7 @@ def _to_explicit_le(ds: Dataset, stored: str) -> None:
             raise NotAcceptableError(reason)
         try:
             ds.decompress(generate_instance_uid=False)
-        except Exception as exc:
+        except DECODE_ERRORS as exc:
             raise NotAcceptableError(f"pixel data in {stored} could not be decompressed: {exc}") from exc
     elif stored == EXPLICIT_BE:
         _swap_words(ds)
@@ -192,6 +210,6 @@ def frame_to_explicit_le(metadata: dict[str, Any], frame: bytes, transfer_syntax
     ds = attach_frame(pixel_dataset(metadata, transfer_syntax), frame, transfer_syntax)
     try:
         ds.decompress(generate_instance_uid=False)
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise NotAcceptableError(f"frame in {transfer_syntax} could not be decompressed: {exc}") from exc
     return bytes(ds.PixelData)
