@@ -8,6 +8,7 @@ into the response with the ``@@BASE@@`` placeholder replaced, never re-encoded.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,8 @@ def plan_instances(
 
 #: A converted instance stays in memory up to this size, then goes to an unlinked temp file.
 _SPOOL_IN_MEMORY = 1 << 20
+#: A stored object up to this size is read into memory for conversion, larger ones to a temp file.
+_SOURCE_IN_MEMORY = 8 << 20
 #: Answers up to this size are built in memory rather than streamed.
 _IN_MEMORY = 2 * 1024 * 1024
 
@@ -245,7 +248,9 @@ class Retriever:
         (in memory up to 1 MiB): its size is known and nothing can fail once sending starts."""
         out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
         try:
-            with tempfile.TemporaryFile() as source:
+            # Small objects are read into memory (freed once converted), larger ones to a file.
+            source: IO[bytes] = io.BytesIO() if record.size <= _SOURCE_IN_MEMORY else tempfile.TemporaryFile()  # noqa: SIM115
+            with source:
                 async for chunk in self.store.read(record.object_key):
                     source.write(chunk)
                 source.seek(0)
