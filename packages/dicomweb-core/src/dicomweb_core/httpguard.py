@@ -14,8 +14,9 @@ sent nothing is never closed. :class:`GuardedHttpToolsProtocol` adds, per connec
 * ``SEND_IDLE_TIMEOUT``: a client that stops reading a response for this long is
   disconnected, so the response's resources are released.
 
-Everything else is uvicorn's. The checks are a few integer comparisons per received chunk
-and timers armed per request, not per chunk.
+Everything else is uvicorn's. The checks are a few comparisons per received chunk; the
+timers are armed per request (the body timer re-arms itself for the idle time left), not
+per chunk.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._in_body = False
+        self._last_data = 0.0
 
     # ------------------------------------------------------------ connection
 
@@ -64,8 +66,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_body:
-            self._arm_body_timer()
+        self._last_data = self.loop.time()
         super().data_received(data)
         if self.transport.is_closing() or self._headers_done:
             return
@@ -146,6 +147,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _body_expired(self) -> None:
         self._body_timer = None
         if not self._in_body or self.transport.is_closing():
+            return
+        idle = self.loop.time() - self._last_data
+        if idle < self.limits.body_idle_timeout:
+            # Data came since the timer was armed: wait for the rest of the idle period only.
+            self._body_timer = self.loop.call_later(self.limits.body_idle_timeout - idle, self._body_expired)
             return
         if self.flow is not None and self.flow.read_paused:
             self._arm_body_timer()  # the application is not reading: not the client's fault
