@@ -174,7 +174,7 @@ def _extended_offsets(ds: pydicom.Dataset, frames_n: int) -> tuple[int, ...]:
         if not isinstance(raw, bytes) or len(raw) != 8 * frames_n:
             return ()
         return tuple(struct.unpack(f"<{frames_n}Q", raw))
-    except Exception:
+    except (ValueError, TypeError, KeyError, struct.error):  # a malformed table is not used
         return ()
 
 
