@@ -247,7 +247,7 @@ def test_stalled_clients_of_a_converted_instance_do_not_pin_memory(server: Servi
     assert all(0 < r < total for r in received), (received, total)  # started, then cut off
     sys.stderr.write(f"[abuse] RSS while the 5 clients stall: {stalled_rss:.0f} MiB\n")
     assert stalled_rss - watch.rss_start_mib < 60, (stalled_rss, watch.report())
-    watch.assert_held(max_growth_mib=250, max_latency=1.5)
+    watch.assert_held(max_growth_mib=60, max_latency=1.5)  # the pixel data is copied, never loaded
 
 
 def test_a_conversion_that_fails_is_a_406_before_any_byte(server: ServiceProcess) -> None:

@@ -34,9 +34,10 @@ from .accept import (
     describe,
 )
 from .budget import Budget
+from .frames import read_span
 from .multipart import MultipartWriter, Part
 from .reply import Ask, Reply, validators
-from .transcode import conversion_refusal, convert_file, size_refusal
+from .transcode import STREAMABLE, conversion_refusal, convert_file, convert_header, size_refusal, swap_words
 from .xml import to_xml
 from .zipstream import zip_stream
 
@@ -247,6 +248,29 @@ class Retriever:
         """The instance converted to Explicit VR Little Endian, in an unlinked temporary file
         (in memory up to 1 MiB): its size is known and nothing can fail once sending starts."""
         out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
+        info = record.pixel_data
+        if (
+            record.transfer_syntax_uid in STREAMABLE
+            and info is not None
+            and not info.encapsulated
+            and info.length is not None
+        ):
+            # Native pixel data: only the header is parsed; the value is copied chunk by chunk.
+            try:
+                header = await read_span(self.store, record.object_key, 0, info.value_offset)
+                head, width = await self.budget.run(
+                    convert_header, header, record.transfer_syntax_uid, info.tag
+                )
+                out.write(head)
+                start, end = info.value_offset, info.value_offset + info.length
+                async for chunk in _whole_words(self.store.read(record.object_key, start, end), width):
+                    out.write(swap_words(chunk, width) if width > 1 else chunk)
+            except BaseException:
+                out.close()
+                raise
+            size = out.tell()
+            out.seek(0)
+            return out, size
         try:
             # Small objects are read into memory (freed once converted), larger ones to a file.
             source: IO[bytes] = io.BytesIO() if record.size <= _SOURCE_IN_MEMORY else tempfile.TemporaryFile()  # noqa: SIM115
@@ -340,3 +364,20 @@ async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         spool.close()
+
+
+async def _whole_words(chunks: AsyncIterator[bytes], width: int) -> AsyncIterator[bytes]:
+    """The same bytes, re-cut so that each piece holds whole ``width``-byte words."""
+    if width == 1:
+        async for chunk in chunks:
+            yield chunk
+        return
+    rest = b""
+    async for chunk in chunks:
+        data = rest + chunk if rest else chunk
+        cut = len(data) - len(data) % width
+        rest = data[cut:]
+        if cut:
+            yield data[:cut]
+    if rest:
+        yield rest

@@ -5,7 +5,9 @@ stored syntax): that path never parses anything. Conversion copies the stored ob
 unlinked temporary file, reads it with pydicom deferring large values, and writes the result
 into another unlinked temporary file (held in memory up to 1 MiB), all in a worker thread and
 before the response starts, so every failure is a 406 up front and a client that stops
-reading pins a file descriptor, not memory. Objects over ``MAX_TRANSCODE_SIZE`` (or whose
+reading pins a file descriptor, not memory. Native Implicit VR and Big Endian objects do not
+even load their pixel data: :func:`convert_header` re-encodes the header and the value is
+copied (words swapped for Big Endian) chunk by chunk. Objects over ``MAX_TRANSCODE_SIZE`` (or whose
 decoded pixels would exceed ``MAX_DECODED_SIZE``) are not converted: 406 with the reason.
 
 * Implicit VR Little Endian, Deflated → Explicit VR Little Endian: a re-encode by pydicom.
@@ -19,6 +21,7 @@ decoded pixels would exceed ``MAX_DECODED_SIZE``) are not converted: 406 with th
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from typing import Any, BinaryIO
@@ -154,6 +157,54 @@ def convert_file(source: BinaryIO, out: BinaryIO) -> None:
         raise
     except DECODE_ERRORS as exc:  # a header that lies about its syntax fails here, before any byte
         raise NotAcceptableError(f"the object stored as {stored} cannot be converted: {exc}") from exc
+
+
+#: Native syntaxes whose pixel data is copied (and word-swapped) chunk by chunk, never loaded.
+STREAMABLE = frozenset({IMPLICIT_LE, EXPLICIT_BE})
+_PIXEL_VR = {0x7FE00008: b"OF", 0x7FE00009: b"OD"}
+_STREAM_SWAP = {b"OW": 2, b"OF": 4, b"OL": 4, b"OD": 8, b"OV": 8}
+
+
+def convert_header(header: bytes, stored: str, tag: int) -> tuple[bytes, int]:
+    """For a native object in a :data:`STREAMABLE` syntax: everything before its pixel data,
+    converted to Explicit VR Little Endian, ending with the pixel data element's own header
+    (its value follows unchanged, or with words of the returned width swapped).
+
+    ``header`` is the stored object up to the first byte of the pixel data value. Elements
+    after the pixel data (trailing padding, say) are not carried over.
+    """
+    try:
+        ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
+    except DECODE_ERRORS as exc:
+        raise NotAcceptableError(f"stored object cannot be parsed for conversion: {exc}") from exc
+    if stored == EXPLICIT_BE:
+        vr = bytes(header[-8:-6])  # tag (4), VR (2), reserved (2), length (4)
+        if vr not in (b"OB", b"UN", *_STREAM_SWAP):
+            raise NotAcceptableError(
+                f"the pixel data element of the object stored as {stored} is not understood"
+            )
+        width = _STREAM_SWAP.get(vr, 1)
+        _swap_words(ds)
+    else:
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        vr = _PIXEL_VR.get(tag, b"OW" if bits > 8 else b"OB")
+        width = 1
+    length = struct.unpack("<L" if stored != EXPLICIT_BE else ">L", header[-4:])[0]
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+    out = io.BytesIO()
+    try:
+        pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    except DECODE_ERRORS as exc:
+        raise NotAcceptableError(f"the object stored as {stored} cannot be converted: {exc}") from exc
+    element = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr + b"\x00\x00" + struct.pack("<L", length)
+    return out.getvalue() + element, width
+
+
+def swap_words(chunk: bytes, width: int) -> bytes:
+    """Big-endian words to little-endian; ``chunk`` holds whole words."""
+    if width == 1:
+        return chunk
+    return np.frombuffer(chunk, dtype=f">u{width}").astype(f"<u{width}").tobytes()
 
 
 def _to_explicit_le(ds: Dataset, stored: str) -> None:
