@@ -26,6 +26,7 @@ def failure_warnings(outcome: StowOutcome, host: str) -> dict[str, str]:
     response), so a client learns why, not only the FailureReason code. Bounded in size."""
     if not outcome.failed:
         return {}
+    host = "".join(c for c in host if "!" <= c <= "~" and c != '"')[:100] or "dicomweb"
     values = []
     for f in outcome.failed[:20]:
         text = f"{f.sop_instance_uid or 'part'}: {f.reason}"[:300]
