@@ -211,3 +211,34 @@ def test_generated_accept_and_range_headers_are_never_a_5xx(
     resp = target.client.get(target.instance + path, headers={"accept": accept, "range": byte_range})
     assert resp.status_code < 500, (path, accept, byte_range, resp.status_code, resp.text)
     target.alive()
+
+
+@FUZZ
+@given(
+    head=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda method, path, headers: f"{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n\r\n".encode(
+                "latin-1", "replace"
+            ),
+            st.sampled_from(["GET", "POST", "DELETE", "PUT", "G\x00T", ""]),
+            st.one_of(st.text(PRINTABLE, max_size=80), st.just("/dicomweb/studies?limit=%ff%00")),
+            st.text(PRINTABLE + "\t", max_size=200),
+        ),
+    )
+)
+def test_raw_malformed_requests_are_answered_or_closed_never_a_5xx(target: Target, head: bytes) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", target.server.port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    status = answer[9:12]
+    assert not status.startswith(b"5"), answer[:300]
+    target.alive()
