@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[_WORKER_HANDOFF] = orjson.dumps(handoff).decode()
     import uvicorn
 
+    from .httpguard import ENV_PROTOCOL, guarded_protocol
+
+    limits = app.state.runtime.settings.limits
     # One worker serves the app just built (building it twice would slow a cold start);
     # several re-create it in each worker process from the environment.
     uvicorn.run(
@@ -232,11 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits) if args.workers <= 1 else ENV_PROTOCOL,  # header size and timeouts
         log_level=args.log_level,
         access_log=False,
         ws="none",  # no WebSocket routes; spares importing the websockets package at start-up
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(limits.keep_alive_timeout + 0.999),
         # X-Forwarded-* are handled by the app, from FORWARDED_ALLOW_IPS only (dicomweb_core.auth.proxy):
         # uvicorn's own handling would rewrite the client address before the app can check the peer.
         proxy_headers=False,

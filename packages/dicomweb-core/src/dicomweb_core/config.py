@@ -13,6 +13,7 @@ from pathlib import Path
 from .auth.settings import AuthSettings, load_auth_settings
 from .bucket import BucketConfig, load_bucket_config
 from .errors import ConfigError
+from .limits import Limits, load_limits
 
 MiB = 1024 * 1024
 
@@ -70,6 +71,8 @@ class Settings:
     qido_max_limit: int = 10000
     #: Access control, audit trail and trusted proxies (:mod:`dicomweb_core.auth`).
     auth: AuthSettings = field(default_factory=AuthSettings)
+    #: Resource limits (see :mod:`.limits`).
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -109,6 +112,7 @@ def load_settings(env: Mapping[str, str], **overrides: object) -> Settings:
         event_lease_seconds=_float(env, "EVENT_LEASE_SECONDS", 15.0),
         qido_max_limit=_int(env, "QIDO_MAX_LIMIT", 10000, 1),
         auth=load_auth_settings(env),
+        limits=load_limits(env),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     for name in ("k_sink", "query_endpoint", "public_base_url"):

@@ -37,6 +37,7 @@ from .errors import (
 from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
+from .pixelcheck import check_scan
 from .rawvalues import raw_int, raw_text
 from .scanner import DicomHeaderScanner, ScanResult
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key
@@ -97,6 +98,7 @@ class IngestOptions:
     store_info: StoreInfo
     #: Set when the catalog has no outbox: events are sent before the answer (see ``_commit``).
     sender: EventSender | None = None
+    max_frames: int = 1_000_000
 
 
 class PartIngest:
@@ -176,6 +178,8 @@ class PartIngest:
                 # Header ended without Pixel Data (or a deflated data set): key known only now.
                 await self._open_writer()
             assert self._writer is not None and self._ids is not None
+            if problem := check_scan(result, max_frames=self._options.max_frames):
+                raise PartFailure(problem.status, problem.reason, *self._uids_for_failure())
         except DicomFormatError as exc:
             await self._fail(PartFailure(CANNOT_UNDERSTAND, exc.reason, *self._uids_for_failure()))
             raise self._failure from exc  # type: ignore[misc]

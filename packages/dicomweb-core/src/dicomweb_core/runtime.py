@@ -67,6 +67,7 @@ class Runtime:
             event_source=s.event_source or "dicomweb",
             store_info=self.store_info,
             sender=self.sender,
+            max_frames=s.limits.max_frames,
         )
 
     async def start(self) -> None:

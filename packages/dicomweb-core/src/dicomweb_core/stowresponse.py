@@ -21,6 +21,20 @@ def _ui(value: str) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+def failure_warnings(outcome: StowOutcome, host: str) -> dict[str, str]:
+    """Each failed part's reason as an HTTP ``Warning: 299`` (PS3.18 8.6.2 allows warnings on any
+    response), so a client learns why, not only the FailureReason code. Bounded in size."""
+    if not outcome.failed:
+        return {}
+    host = "".join(c for c in host if "!" <= c <= "~" and c != '"')[:100] or "dicomweb"
+    values = []
+    for f in outcome.failed[:20]:
+        text = f"{f.sop_instance_uid or 'part'}: {f.reason}"[:300]
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+        values.append(f'299 {host} "{" ".join(text.split())}"')
+    return {"Warning": ", ".join(values)}
+
+
 def response_dataset(outcome: StowOutcome, *, wado_base: str, study_uid: str | None) -> dict[str, Any]:
     ds: dict[str, Any] = {}
     studies = {p.record.study_uid for p in outcome.stored}

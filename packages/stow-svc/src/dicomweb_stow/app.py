@@ -15,7 +15,7 @@ from dicomweb_core.ingest import StowPipeline
 from dicomweb_core.multipart import boundary_from_content_type, parse_content_type
 from dicomweb_core.runtime import Runtime
 from dicomweb_core.server import Service, mount_root, request_base_url
-from dicomweb_core.stowresponse import response_dataset, to_json, to_xml
+from dicomweb_core.stowresponse import failure_warnings, response_dataset, to_json, to_xml
 from dicomweb_core.uids import validate_uid
 
 from .form import form_parts
@@ -61,11 +61,22 @@ class StowEndpoint:
             len(outcome.failed),
         )
         ds = response_dataset(outcome, wado_base=self._wado_base(request), study_uid=study_uid)
+        warnings = failure_warnings(outcome, request.url.netloc or "dicomweb")
         if "application/dicom+xml" in request.headers.get("accept", "") and "json" not in request.headers.get(
             "accept", ""
         ):
-            return Response(to_xml(ds), status_code=outcome.http_status, media_type="application/dicom+xml")
-        return Response(to_json(ds), status_code=outcome.http_status, media_type="application/dicom+json")
+            return Response(
+                to_xml(ds),
+                status_code=outcome.http_status,
+                media_type="application/dicom+xml",
+                headers=warnings,
+            )
+        return Response(
+            to_json(ds),
+            status_code=outcome.http_status,
+            media_type="application/dicom+json",
+            headers=warnings,
+        )
 
     def _wado_base(self, request: Request) -> str:
         if self.wado_external:

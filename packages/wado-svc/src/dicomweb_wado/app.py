@@ -14,6 +14,7 @@ from dicomweb_core.errors import BadRequestError
 from dicomweb_core.runtime import Runtime
 from dicomweb_core.server import Service, mount_root, request_base_url
 from dicomweb_core.wado import search as qido
+from dicomweb_core.wado.budget import Budget
 from dicomweb_core.wado.delete import delete
 from dicomweb_core.wado.frames import parse_frame_list
 from dicomweb_core.wado.images import Renderer, require_pixels
@@ -52,9 +53,10 @@ def _tag(text: str) -> int:
 class WadoEndpoints:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.retriever = Retriever(runtime.store, runtime.catalog)
-        self.pixels = PixelRetriever(runtime.store)
-        self.renderer = Renderer(runtime.store)
+        budget = Budget(runtime.settings.limits)
+        self.retriever = Retriever(runtime.store, runtime.catalog, budget)
+        self.pixels = PixelRetriever(runtime.store, budget)
+        self.renderer = Renderer(runtime.store, budget)
         self.public_base = runtime.settings.public_base_url
         options = runtime.ingest_options
         self.emit_events = options.emit_events

@@ -206,14 +206,15 @@ def parse_qido(
     )
 
 
+#: Largest ``limit``/``offset`` accepted (beyond it a database integer would overflow).
+MAX_PAGE_NUMBER = 2**31 - 1
+
+
 def _non_negative_int(key: str, value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise BadRequestError(f"{key} must be a non-negative integer, not {value!r}") from None
-    if number < 0:
-        raise BadRequestError(f"{key} must be a non-negative integer, not {value!r}")
-    return number
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_PAGE_NUMBER:
+        raise BadRequestError(f"{key} must be an integer within 0..{MAX_PAGE_NUMBER}, not {value[:40]!r}")
+    return int(text)
 
 
 def _parse_key(

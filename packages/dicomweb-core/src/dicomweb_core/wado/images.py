@@ -12,22 +12,32 @@ image per instance.
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from PIL import Image
 from pydicom.dataset import Dataset
 
 from ..errors import NotAcceptableError, NotFoundError
 from ..models import InstanceRecord
 from ..stores.base import ObjectStore
 from .accept import describe
-from .frames import PixelSource
-from .multipart import MultipartWriter, Part, single
-from .rendered import _FORMATS, RenderOptions, choose_image_type, parse_options, render
+from .budget import Budget
+from .frames import PixelSource, read_span
+from .multipart import MultipartWriter
+from .rendered import (
+    _FORMATS,
+    GIF,
+    RenderOptions,
+    choose_image_type,
+    encode,
+    encode_animation,
+    parse_options,
+    render_image,
+)
 from .reply import Ask, Reply, validators
-from .transcode import attach_frame
+from .transcode import DECODE_ERRORS, attach_frame
 
 _BULK = b'"BulkDataURI"'
 
@@ -52,8 +62,9 @@ def representative(records: Sequence[InstanceRecord]) -> InstanceRecord:
 
 
 class Renderer:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, budget: Budget | None = None) -> None:
         self.store = store
+        self.budget = budget or Budget()
 
     async def rendered(
         self,
@@ -74,53 +85,120 @@ class Renderer:
         if cached is not None:
             return cached
         headers = checks.headers()
+        if multipart_type is None and frames is None and media == GIF and len(records) == 1:
+            count = min(PixelSource(self.store, records[0], self.budget.limits).available_frames, 1 << 30)
+            if count > 1:
+                # A multi-frame instance is a "Multi-frame Image" (PS3.18 Table 8.7.4-1), whose
+                # rendered image media type is image/gif: all its frames, animated.
+                body = await self.render_animation(records[0], count, options)
+                return Reply(media_type=media, body=body, headers=headers)
         if multipart_type is None:
             image = await self.render_frame(records[0], numbers[0], options, media)
             return Reply(media_type=media, body=image, headers=headers)
+        # Every image is rendered before the first byte (a failure is a 4xx, never a cut body),
+        # within MAX_DECODED_SIZE of encoded images in all.
         writer = MultipartWriter(media)
-        parts = self._parts(records, numbers, options, media)
-        return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+        images: list[bytes] = []
+        total = 0
+        cap = self.budget.limits.max_decoded_size
+        for record, n in [
+            (r, n) for r in records if r.pixel_data is not None or len(records) == 1 for n in numbers
+        ]:
+            image = await self.render_frame(record, n, options, media)
+            total += len(image)
+            if total > cap:
+                raise NotAcceptableError(
+                    f"the rendered images exceed the MAX_DECODED_SIZE limit of {cap} bytes in all;"
+                    " ask for fewer instances or frames at a time"
+                )
+            images.append(image)
+        return Reply(
+            media_type=writer.content_type, body=writer.encode((media, i) for i in images), headers=headers
+        )
 
-    async def _parts(
-        self, records: Sequence[InstanceRecord], numbers: list[int], options: RenderOptions, media: str
-    ) -> AsyncIterator[Part]:
-        for record in records:
-            if record.pixel_data is None and len(records) > 1:
-                continue
-            for n in numbers:
-                yield Part(media, single(await self.render_frame(record, n, options, media)))
+    async def render_animation(self, record: InstanceRecord, count: int, options: RenderOptions) -> bytes:
+        """Frames 1..count of a multi-frame instance as an animated GIF, within
+        ``MAX_RENDER_FRAMES`` frames and ``MAX_RENDER_PIXELS`` pixels in all."""
+        limits = self.budget.limits
+        if count > limits.max_render_frames:
+            raise NotAcceptableError(
+                f"instance {record.sop_instance_uid} has {count} frames, over the MAX_RENDER_FRAMES limit"
+                f" of {limits.max_render_frames} for an animated rendering; ask for frames/{{n}}/rendered"
+            )
+        images: list[Image.Image] = []
+        total = 0
+        for n in range(1, count + 1):
+            image = await self._render(record, n, options, None)
+            assert isinstance(image, Image.Image)
+            total += image.width * image.height
+            if total > limits.max_render_pixels:
+                raise NotAcceptableError(
+                    f"the {count} frames of instance {record.sop_instance_uid} exceed the"
+                    f" MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels in all;"
+                    " use a viewport or frames/{n}/rendered"
+                )
+            images.append(image)
+        frame_ms = _frame_time_ms(PixelSource(self.store, record).metadata)
+        return await self.budget.run(encode_animation, images, frame_ms)
 
     async def render_frame(
         self, record: InstanceRecord, number: int, options: RenderOptions, media: str
     ) -> bytes:
-        source = PixelSource(self.store, record)
+        body = await self._render(record, number, options, media)
+        assert isinstance(body, bytes)
+        return body
+
+    async def _render(
+        self, record: InstanceRecord, number: int, options: RenderOptions, media: str | None
+    ) -> bytes | Image.Image:
+        """One frame rendered and encoded as ``media``, or as a Pillow image when ``None``."""
+        limits = self.budget.limits
+        source = PixelSource(self.store, record, limits)
         source.check_frames([number])
-        frame = await source.frame(number)
-        if record.metadata.count(_BULK) > 1:
-            info = record.pixel_data
-            end = info.value_offset if info is not None else record.size
-            header = await self.store.read_range(record.object_key, 0, end)
-        else:
-            header = None
-        return await asyncio.to_thread(_render_sync, source.metadata, header, frame, record, options, media)
+        meta = source.metadata
+        pixels = _value(meta, "00280010") * _value(meta, "00280011")
+        if pixels > limits.max_render_pixels:
+            raise NotAcceptableError(
+                f"instance {record.sop_instance_uid} has {pixels} pixels per frame,"
+                f" over the MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels for rendering"
+            )
+        if source.frame_bits:
+            source.bounded((source.frame_bits + 7) // 8, "a decoded frame")
+        # The slot covers the reads too: waiting renders hold no frame bytes.
+        async with self.budget.slot():
+            frame = await source.frame(number)
+            if record.metadata.count(_BULK) > 1:
+                info = record.pixel_data
+                end = info.value_offset if info is not None else record.size
+                header = await read_span(self.store, record.object_key, 0, end)
+            else:
+                header = None
+            # Handed over in a list the worker empties, so that only the renderer holds the frame.
+            holder = [frame]
+            del frame
+            return await self.budget.run_held(_render_sync, meta, header, holder, record, options, media)
 
 
 def _render_sync(
     metadata: dict[str, Any],
     header: bytes | None,
-    frame: bytes,
+    holder: list[bytes],
     record: InstanceRecord,
     options: RenderOptions,
-    media: str,
-) -> bytes:
+    media: str | None,
+) -> bytes | Image.Image:
     import pydicom
 
+    frame = holder.pop()
     ds: Dataset
-    if header is not None:
-        ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
-    else:
-        ds = Dataset.from_json(_without_bulk(metadata))
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    try:
+        if header is not None:
+            ds = pydicom.dcmread(io.BytesIO(header), force=True, stop_before_pixels=True)
+        else:
+            ds = Dataset.from_json(_without_bulk(metadata))
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+    except DECODE_ERRORS as exc:
+        raise NotAcceptableError(f"the instance's header cannot be read for rendering: {exc}") from exc
     ds.file_meta.TransferSyntaxUID = pydicom.uid.UID(record.transfer_syntax_uid)
     ts = record.transfer_syntax_uid
     if ts == "1.2.840.10008.1.2.2" and int(ds.get("BitsAllocated", 8)) > 8:
@@ -134,7 +212,9 @@ def _render_sync(
         ds.file_meta.TransferSyntaxUID = ts
     ds.set_original_encoding(False, True)
     attach_frame(ds, frame, ts)
-    return render(ds, options, media)
+    del frame
+    image = render_image(ds, options)
+    return image if media is None else encode(image, media, options)
 
 
 def _multipart_image(ask: Ask) -> str | None:
@@ -152,3 +232,19 @@ def _multipart_image(ask: Ask) -> str | None:
 def require_pixels(records: Sequence[InstanceRecord]) -> None:
     if not any(r.pixel_data is not None or r.transfer_syntax_uid.endswith(".99") for r in records):
         raise NotFoundError("no instance with pixel data to render")
+
+
+def _value(metadata: dict[str, Any], key: str) -> int:
+    try:
+        return max(0, int(metadata[key]["Value"][0]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
+
+
+def _frame_time_ms(metadata: dict[str, Any]) -> int:
+    """Frame Time (0018,1063) in ms for the animation, 100 when absent; within 20..10000."""
+    try:
+        value = float(metadata["00181063"]["Value"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        value = 100.0
+    return int(min(max(value if value == value else 100.0, 20.0), 10000.0))

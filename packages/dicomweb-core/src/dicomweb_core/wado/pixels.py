@@ -20,7 +20,6 @@ request is answered from the catalog alone: the object is not read.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -41,7 +40,8 @@ from .accept import (
     describe,
     pixel_media_type,
 )
-from .frames import PixelSource
+from .budget import Budget
+from .frames import PixelSource, read_span
 from .multipart import MultipartWriter, Part, single
 from .reply import Ask, Reply, validators
 from .transcode import conversion_refusal, frame_to_explicit_le
@@ -106,13 +106,14 @@ def _part_type(plan: FramePlan) -> str:
 
 
 class PixelRetriever:
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, budget: Budget | None = None) -> None:
         self.store = store
+        self.budget = budget or Budget()
 
     async def frames(
         self, record: InstanceRecord, numbers: list[int], ask: Ask, *, head: bool = False
     ) -> Reply:
-        source = PixelSource(self.store, record)
+        source = PixelSource(self.store, record, self.budget.limits)
         source.check_frames(numbers)
         plan = plan_frames(ask.ranges, record.transfer_syntax_uid, len(numbers))
         checks = validators([record], f"frames|{numbers}|{plan}")
@@ -125,6 +126,8 @@ class PixelRetriever:
             if plan.multipart:
                 media = MultipartWriter(plan.media_type, transfer_syntax=plan.label).content_type
             return Reply(media_type=media, body=b"", headers=headers)
+        if plan.transfer_syntax != "*":
+            self._check_decodable(source, plan)
         if not plan.multipart:
             body = await self._frame(source, numbers[0], plan)
             return Reply(media_type=_part_type(plan), body=body, headers=headers)
@@ -136,8 +139,44 @@ class PixelRetriever:
                 body=writer.encode([(_part_type(plan), body)]),
                 headers=headers,
             )
+        if plan.transfer_syntax != "*" and pixel_media_type(record.transfer_syntax_uid) != OCTET_STREAM:
+            # Frames to decode: all of them before the first byte (a frame that does not decode is
+            # a 406, never a cut body), within MAX_DECODED_SIZE in all.
+            bodies = await self._decoded_frames(source, numbers, plan)
+            return Reply(
+                media_type=writer.content_type,
+                body=writer.encode((_part_type(plan), b) for b in bodies),
+                headers=headers,
+            )
         parts = self._frame_parts(source, numbers, plan)
         return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
+
+    async def _decoded_frames(self, source: PixelSource, numbers: list[int], plan: FramePlan) -> list[bytes]:
+        cap = self.budget.limits.max_decoded_size
+        bodies: list[bytes] = []
+        total = 0
+        for n in numbers:
+            body = await self._frame(source, n, plan)
+            total += len(body)
+            if total > cap:
+                raise NotAcceptableError(
+                    f"the {len(numbers)} decoded frames exceed the MAX_DECODED_SIZE limit of {cap} bytes;"
+                    " ask for fewer frames at a time, or transfer-syntax=* for the stored bitstreams"
+                )
+            bodies.append(body)
+        return bodies
+
+    def _check_decodable(self, source: PixelSource, plan: FramePlan) -> None:
+        """Decoding a compressed frame produces Rows x Columns x Samples x bytes: bounded."""
+        stored = source.record.transfer_syntax_uid
+        if pixel_media_type(stored) == OCTET_STREAM:
+            return
+        bits = source.frame_bits
+        if not bits:
+            raise NotAcceptableError(
+                f"instance {source.record.sop_instance_uid} has no image geometry to decode frames with"
+            )
+        source.bounded((bits + 7) // 8, "a decoded frame")
 
     async def _frame_parts(
         self, source: PixelSource, numbers: list[int], plan: FramePlan
@@ -152,16 +191,17 @@ class PixelRetriever:
         stored = source.record.transfer_syntax_uid
         if stored != EXPLICIT_BE and pixel_media_type(stored) == OCTET_STREAM:
             return data
-        return await asyncio.to_thread(frame_to_explicit_le, source.metadata, data, stored)
+        return await self.budget.run(frame_to_explicit_le, source.metadata, data, stored)
 
     # ------------------------------------------------------------------ bulk data
 
     async def bulkdata(self, record: InstanceRecord, tag: int, ask: Ask, *, head: bool = False) -> Reply:
-        source = PixelSource(self.store, record)
+        source = PixelSource(self.store, record, self.budget.limits)
         info = record.pixel_data
         if tag in PIXEL_TAGS and info is not None and info.tag == tag and info.encapsulated:
-            # Encapsulated pixel data: one part per frame, negotiated like frames.
-            return await self.frames(record, list(range(1, source.number_of_frames + 1)), ask, head=head)
+            # Encapsulated pixel data: one part per frame (those the data holds), negotiated like frames.
+            frames = list(range(1, max(1, source.available_frames) + 1))
+            return await self.frames(record, frames, ask, head=head)
         multipart = _bulk_accepts(ask.ranges)
         pixels = tag in PIXEL_TAGS and info is not None and info.tag == tag
         # Deflated objects have no offsets into the stored bytes: the value is inflated.
@@ -190,8 +230,10 @@ class PixelRetriever:
         if pixels:
             segments = await source.value_segments()
         elif inflated:
-            blob = b"".join([c async for c in self.store.read(record.object_key)])
-            value = await asyncio.to_thread(_value_from_object, blob, tag)
+            source.bounded(record.size, "the deflated object")
+            async with self.budget.slot():
+                blob = b"".join([c async for c in self.store.read(record.object_key)])
+                value = await self.budget.run_held(_value_from_object, blob, tag)
         else:
             value = await self._element_value(record, tag)
         if value is None and not segments:
@@ -226,8 +268,8 @@ class PixelRetriever:
         """A non-pixel bulk value: parse the header (everything before Pixel Data) and find it."""
         info = record.pixel_data
         end = info.value_offset if info is not None else record.size
-        header = await self.store.read_range(record.object_key, 0, end)
-        value = await asyncio.to_thread(_find_value, header, tag)
+        header = await read_span(self.store, record.object_key, 0, end)
+        value = await self.budget.run(_find_value, header, tag)
         if value is None:
             raise NotFoundError(f"instance {record.sop_instance_uid} has no bulk data for tag {tag:08X}")
         return value

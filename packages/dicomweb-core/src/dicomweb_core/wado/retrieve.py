@@ -8,16 +8,20 @@ into the response with the ``@@BASE@@`` placeholder replaced, never re-encoded.
 
 from __future__ import annotations
 
+import io
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import orjson
 
 from ..catalog.base import Catalog
 from ..dicomjson import BASE_PLACEHOLDER
 from ..errors import NotAcceptableError, NotFoundError
+from ..limits import Limits
 from ..models import InstanceRecord
-from ..stores.base import ObjectStore
+from ..stores.base import READ_CHUNK, ObjectStore
 from ..uids import validate_uid
 from .accept import (
     ANY,
@@ -29,9 +33,11 @@ from .accept import (
     MediaRange,
     describe,
 )
-from .multipart import MultipartWriter, Part, single
+from .budget import Budget
+from .frames import read_span
+from .multipart import MultipartWriter, Part
 from .reply import Ask, Reply, validators
-from .transcode import conversion_refusal, to_explicit_le_async
+from .transcode import STREAMABLE, conversion_refusal, convert_file, convert_header, size_refusal, swap_words
 from .xml import to_xml
 from .zipstream import zip_stream
 
@@ -93,8 +99,18 @@ def _instance_wants(ranges: list[MediaRange], at_instance: bool) -> list[tuple[s
     return wants
 
 
+def _refusal(record: InstanceRecord, ts: str, limits: Limits | None) -> str | None:
+    refusal = conversion_refusal(record.transfer_syntax_uid, ts)
+    if refusal is None and limits is not None and ts not in ("*", record.transfer_syntax_uid):
+        refusal = size_refusal(record.size, orjson.loads(record.metadata), record.transfer_syntax_uid, limits)
+    return refusal
+
+
 def plan_instances(
-    ranges: list[MediaRange], records: Sequence[InstanceRecord], at_instance: bool
+    ranges: list[MediaRange],
+    records: Sequence[InstanceRecord],
+    at_instance: bool,
+    limits: Limits | None = None,
 ) -> InstancePlan:
     """Choose the representation; 406 with a reason when no acceptable one can be produced.
 
@@ -115,12 +131,12 @@ def plan_instances(
         chosen: list[str] = []
         for record in records:
             for ts in syntaxes:
-                if conversion_refusal(record.transfer_syntax_uid, ts) is None:
+                if _refusal(record, ts, limits) is None:
                     chosen.append("*" if ts == record.transfer_syntax_uid else ts)
                     break
             else:
                 if not first_reason:
-                    reasons = {conversion_refusal(record.transfer_syntax_uid, ts) for ts in syntaxes}
+                    reasons = {_refusal(record, ts, limits) for ts in syntaxes}
                     first_reason = f"instance {record.sop_instance_uid}: " + "; ".join(
                         sorted(r for r in reasons if r)
                     )
@@ -130,6 +146,10 @@ def plan_instances(
     raise NotAcceptableError(first_reason or f"no acceptable representation for {describe(ranges)}")
 
 
+#: A converted instance stays in memory up to this size, then goes to an unlinked temp file.
+_SPOOL_IN_MEMORY = 1 << 20
+#: A stored object up to this size is read into memory for conversion, larger ones to a temp file.
+_SOURCE_IN_MEMORY = 8 << 20
 #: Answers up to this size are built in memory rather than streamed.
 _IN_MEMORY = 2 * 1024 * 1024
 
@@ -137,9 +157,10 @@ _IN_MEMORY = 2 * 1024 * 1024
 class Retriever:
     """Retrieve Study/Series/Instance and their metadata."""
 
-    def __init__(self, store: ObjectStore, catalog: Catalog) -> None:
+    def __init__(self, store: ObjectStore, catalog: Catalog, budget: Budget | None = None) -> None:
         self.store = store
         self.catalog = catalog
+        self.budget = budget or Budget()
 
     async def records(self, at: Level) -> list[InstanceRecord]:
         if at.instance is not None:
@@ -156,7 +177,7 @@ class Retriever:
 
     async def instances(self, at: Level, ask: Ask, *, head: bool = False) -> Reply:
         records = await self.records(at)
-        plan = plan_instances(ask.ranges, records, at.instance is not None)
+        plan = plan_instances(ask.ranges, records, at.instance is not None, self.budget.limits)
         checks = validators(records, f"{plan.container}|{','.join(plan.syntaxes)}")
         cached = checks.not_modified(ask)
         if cached is not None:
@@ -174,8 +195,9 @@ class Retriever:
                 headers["Content-Length"] = str(record.size)
                 media = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
                 return Reply(media_type=media, body=self.store.read(record.object_key), headers=headers)
-            blob = await self._converted(record)
-            return Reply(media_type=f"{DICOM}; transfer-syntax={ts}", body=blob, headers=headers)
+            spool, size = await self._converted(record)
+            headers["Content-Length"] = str(size)
+            return Reply(media_type=f"{DICOM}; transfer-syntax={ts}", body=_spooled(spool), headers=headers)
         uniform = {
             r.transfer_syntax_uid if ts == "*" else ts for r, ts in zip(records, plan.syntaxes, strict=True)
         }
@@ -187,21 +209,82 @@ class Retriever:
             types = [f"{DICOM}; transfer-syntax={r.transfer_syntax_uid}" for r in records]
             body = writer.encode(zip(types, blobs, strict=True), lengths=True)
             return Reply(media_type=writer.content_type, body=body, headers=headers)
-        parts = self._parts(records, plan.syntaxes)
+        # Every conversion is done before the first byte: a failure is a 406, never a cut body.
+        converted: dict[int, tuple[IO[bytes], int]] = {}
+        try:
+            for i, (record, ts) in enumerate(zip(records, plan.syntaxes, strict=True)):
+                if ts != "*":
+                    converted[i] = await self._converted(record)
+        except BaseException:
+            for spool, _ in converted.values():
+                spool.close()
+            raise
+        parts = self._parts(records, plan.syntaxes, converted)
         return Reply(media_type=writer.content_type, body=writer.stream(parts), headers=headers)
 
-    async def _parts(self, records: Sequence[InstanceRecord], syntaxes: Sequence[str]) -> AsyncIterator[Part]:
-        for record, ts in zip(records, syntaxes, strict=True):
-            if ts == "*":
-                ctype = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
-                yield Part(ctype, self.store.read(record.object_key), {"Content-Length": str(record.size)})
-            else:
-                blob = await self._converted(record)
-                yield Part(f"{DICOM}; transfer-syntax={ts}", single(blob), {"Content-Length": str(len(blob))})
+    async def _parts(
+        self,
+        records: Sequence[InstanceRecord],
+        syntaxes: Sequence[str],
+        converted: dict[int, tuple[IO[bytes], int]],
+    ) -> AsyncIterator[Part]:
+        try:
+            for i, (record, ts) in enumerate(zip(records, syntaxes, strict=True)):
+                if ts == "*":
+                    ctype = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
+                    yield Part(
+                        ctype, self.store.read(record.object_key), {"Content-Length": str(record.size)}
+                    )
+                else:
+                    spool, size = converted.pop(i)
+                    yield Part(
+                        f"{DICOM}; transfer-syntax={ts}", _spooled(spool), {"Content-Length": str(size)}
+                    )
+        finally:
+            for spool, _ in converted.values():
+                spool.close()
 
-    async def _converted(self, record: InstanceRecord) -> bytes:
-        blob = b"".join([c async for c in self.store.read(record.object_key)])
-        return await to_explicit_le_async(blob)
+    async def _converted(self, record: InstanceRecord) -> tuple[IO[bytes], int]:
+        """The instance converted to Explicit VR Little Endian, in an unlinked temporary file
+        (in memory up to 1 MiB): its size is known and nothing can fail once sending starts."""
+        out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 (returned)
+        info = record.pixel_data
+        if (
+            record.transfer_syntax_uid in STREAMABLE
+            and info is not None
+            and not info.encapsulated
+            and info.length is not None
+        ):
+            # Native pixel data: only the header is parsed; the value is copied chunk by chunk.
+            try:
+                header = await read_span(self.store, record.object_key, 0, info.value_offset)
+                head, width = await self.budget.run(
+                    convert_header, header, record.transfer_syntax_uid, info.tag
+                )
+                out.write(head)
+                start, end = info.value_offset, info.value_offset + info.length
+                async for chunk in _whole_words(self.store.read(record.object_key, start, end), width):
+                    out.write(swap_words(chunk, width) if width > 1 else chunk)
+            except BaseException:
+                out.close()
+                raise
+            size = out.tell()
+            out.seek(0)
+            return out, size
+        try:
+            # Small objects are read into memory (freed once converted), larger ones to a file.
+            source: IO[bytes] = io.BytesIO() if record.size <= _SOURCE_IN_MEMORY else tempfile.TemporaryFile()  # noqa: SIM115
+            with source:
+                async for chunk in self.store.read(record.object_key):
+                    source.write(chunk)
+                source.seek(0)
+                await self.budget.run(convert_file, source, out)
+        except BaseException:
+            out.close()
+            raise
+        size = out.tell()
+        out.seek(0)
+        return out, size
 
     # ------------------------------------------------------------------ metadata
 
@@ -272,3 +355,29 @@ async def _json_array(records: Sequence[InstanceRecord], base: bytes) -> AsyncIt
             piece, size = [], 0
     piece.append(b"]")
     yield b"".join(piece)
+
+
+async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    """A converted instance, sent in store-sized chunks; the temp file goes when done."""
+    try:
+        while chunk := spool.read(READ_CHUNK):
+            yield chunk
+    finally:
+        spool.close()
+
+
+async def _whole_words(chunks: AsyncIterator[bytes], width: int) -> AsyncIterator[bytes]:
+    """The same bytes, re-cut so that each piece holds whole ``width``-byte words."""
+    if width == 1:
+        async for chunk in chunks:
+            yield chunk
+        return
+    rest = b""
+    async for chunk in chunks:
+        data = rest + chunk if rest else chunk
+        cut = len(data) - len(data) % width
+        rest = data[cut:]
+        if cut:
+            yield data[:cut]
+    if rest:
+        yield rest
