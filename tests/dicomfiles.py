@@ -129,6 +129,15 @@ def make_dataset(
     return ds
 
 
+def with_fragments(ds: Dataset, transfer_syntax: str, fragments: list[bytes]) -> Dataset:
+    """``ds`` relabelled as ``transfer_syntax`` carrying ``fragments`` as its encapsulated pixel
+    data, whatever they hold (for instances whose compressed data is deliberately wrong)."""
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+    ds.PixelData = encapsulate(fragments)
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
 def to_bytes(ds: Dataset) -> bytes:
     """The data set as a Part-10 file (preamble, DICM, file meta), encoded as its transfer
     syntax says."""

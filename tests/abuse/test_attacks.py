@@ -251,13 +251,10 @@ def test_stalled_clients_of_a_converted_instance_do_not_pin_memory(server: Servi
 
 
 def test_a_conversion_that_fails_is_a_406_before_any_byte(server: ServiceProcess) -> None:
-    from pydicom.encaps import encapsulate
+    from tests.dicomfiles import make_dataset, to_bytes, with_fragments
 
-    from tests.dicomfiles import make_dataset, to_bytes
-
-    ds = make_dataset(rows=64, cols=64, bits=8, transfer_syntax="1.2.840.10008.1.2.4.50")
-    ds.PixelData = encapsulate([b"\xff\xd8 this is not a JPEG bitstream \xff\xd9"])
-    ds["PixelData"].VR = "OB"
+    ds = make_dataset(rows=64, cols=64, bits=8)
+    with_fragments(ds, "1.2.840.10008.1.2.4.50", [b"\xff\xd8 this is not a JPEG bitstream \xff\xd9"])
     ds.PhotometricInterpretation = "YBR_FULL_422"
     ds.SamplesPerPixel = 3
     ds.PlanarConfiguration = 0

@@ -11,9 +11,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.encaps import encapsulate
 
-from tests.dicomfiles import make_dataset, to_bytes
+from tests.dicomfiles import make_dataset, to_bytes, with_fragments
 from tests.e2e.test_wado_retrieve import instance_url, store
 from tests.servers import ServiceProcess
 
@@ -65,9 +64,8 @@ def test_a_malformed_voi_falls_back_to_the_full_range(embedded: ServiceProcess) 
 
 
 def test_corrupt_compressed_pixel_data_is_406_with_the_reason(embedded: ServiceProcess) -> None:
-    ds = make_dataset(rows=16, cols=16, bits=8, transfer_syntax="1.2.840.10008.1.2.4.50")
-    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG bitstream \xff\xd9"])
-    ds["PixelData"].VR = "OB"
+    ds = make_dataset(rows=16, cols=16, bits=8)
+    with_fragments(ds, "1.2.840.10008.1.2.4.50", [b"\xff\xd8 not a JPEG bitstream \xff\xd9"])
     store(embedded, [to_bytes(ds)])
     resp = httpx.get(instance_url(embedded, ds) + "/rendered")
     assert resp.status_code == 406
@@ -132,9 +130,8 @@ def test_a_conversion_spooled_to_a_file_is_sent_whole_each_time(embedded: Servic
 
 
 def test_several_frames_to_decode_fail_before_the_first_byte(embedded: ServiceProcess) -> None:
-    ds = make_dataset(rows=16, cols=16, bits=8, frames=2, transfer_syntax="1.2.840.10008.1.2.4.50")
-    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG \xff\xd9"] * 2)
-    ds["PixelData"].VR = "OB"
+    ds = make_dataset(rows=16, cols=16, bits=8, frames=2)
+    with_fragments(ds, "1.2.840.10008.1.2.4.50", [b"\xff\xd8 not a JPEG \xff\xd9"] * 2)
     store(embedded, [to_bytes(ds)])
     octet = 'multipart/related; type="application/octet-stream"'
     resp = httpx.get(instance_url(embedded, ds) + "/frames/1,2", headers={"accept": octet})

@@ -34,7 +34,9 @@ def check(
 
 
 def jpeg(frames: int, fragments_per_frame: int = 1) -> Dataset:
-    ds = make_dataset(rows=8, cols=8, bits=8, transfer_syntax="1.2.840.10008.1.2.4.50")
+    # Built native, then relabelled: the fragments below stand for JPEG frames of any content.
+    ds = make_dataset(rows=8, cols=8, bits=8)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
     ds.NumberOfFrames = frames
     ds.PixelData = encapsulate(
         [b"\xff\xd8" + bytes(30) + b"\xff\xd9"] * frames, fragments_per_frame=fragments_per_frame
