@@ -1,5 +1,5 @@
 """The ``dicomweb`` command: ``serve`` (embedded all-in-one), ``stow-svc``, ``wado-svc``,
-``reindex`` (rebuild the catalog from the stored objects)."""
+``reindex`` (rebuild the catalog from the stored objects), ``push`` (bulk STOW-RS client)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     reindex.add_argument("--concurrency", type=int, default=8, help="objects scanned at once (default 8)")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    from .push.command import add_parser as add_push_parser
+
+    add_push_parser(sub)
     return p
 
 
@@ -205,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command == "push":
+        from .push.command import run as run_push
+
+        return run_push(args, argv)
     try:
         if args.command == "reindex":
             return _run_reindex(args)
