@@ -42,7 +42,9 @@ def probe(f: IO[bytes]) -> Header:
             defer_size=1024,
             specific_tags=["SOPInstanceUID", "StudyInstanceUID"],
         )
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+    except OSError:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise NotDicomError(f"unreadable DICOM header: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
     sop = str(ds.get("SOPInstanceUID", "") or (meta.get("MediaStorageSOPInstanceUID", "") if meta else ""))

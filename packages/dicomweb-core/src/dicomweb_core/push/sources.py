@@ -86,6 +86,7 @@ class _Slice(io.RawIOBase):
 
     def __init__(self, f: IO[bytes], start: int, length: int) -> None:
         self._f, self._start, self._length, self._pos = f, start, length, 0
+        self.name = f"{f.name}@{start}"
 
     def readable(self) -> bool:
         return True
@@ -142,8 +143,9 @@ class ZipMemberSource:
 class _Borrowed(io.RawIOBase):
     """A view of a spooled member whose ``close`` leaves the spool open (a retry re-reads it)."""
 
-    def __init__(self, spool: IO[bytes]) -> None:
+    def __init__(self, spool: IO[bytes], name: str) -> None:
         self._spool = spool
+        self.name = name
         spool.seek(0)
 
     def readable(self) -> bool:
@@ -203,7 +205,7 @@ class SpooledTarMemberSource:
     def open(self) -> IO[bytes]:
         if self._spool is None:
             self._spool = self.stream.spool(self.name)
-        return _Borrowed(self._spool)  # type: ignore[return-value]
+        return _Borrowed(self._spool, self.name)  # type: ignore[return-value]
 
     def release(self) -> None:
         if self._spool is not None:
