@@ -63,7 +63,9 @@ class FlakyFront:
                 resp = client.post(
                     front.upstream + self.path,
                     content=body,
-                    headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")},
+                    headers={
+                        k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                    },
                 )
                 with front._lock:
                     front.forwarded += 1

@@ -73,7 +73,11 @@ def build_tree(root: Path, *, plain: int = 6, per_archive: int = 3, rows: int = 
     members = {f"zip/IM{i}.dcm": _instance(tree, study, rows=rows)[1] for i in range(per_archive)}
     _zip(archives / "batch.zip", {**members, "zip/README.txt": b"not DICOM\n"})
     tree.junk.append(f"{archives / 'batch.zip'}!zip/README.txt")
-    _tar(archives / "plain.tar", {f"t/IM{i}": _instance(tree, study, rows=rows)[1] for i in range(per_archive)}, "w")
+    _tar(
+        archives / "plain.tar",
+        {f"t/IM{i}": _instance(tree, study, rows=rows)[1] for i in range(per_archive)},
+        "w",
+    )
     _tar(
         archives / "gz.tar.gz",
         {f"g/IM{i}.dcm": _instance(tree, study, rows=rows)[1] for i in range(per_archive)},

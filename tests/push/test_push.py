@@ -127,6 +127,11 @@ def test_bad_options_exit_2_with_a_clear_line(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "--url" in run.stderr
     run = run_push(
-        [tmp_path], "http://127.0.0.1:9", "--batch", "lots", journal=tmp_path / "j", report=tmp_path / "r.json"
+        [tmp_path],
+        "http://127.0.0.1:9",
+        "--batch",
+        "lots",
+        journal=tmp_path / "j",
+        report=tmp_path / "r.json",
     )
     assert run.returncode == 2 and "--batch" in run.stderr

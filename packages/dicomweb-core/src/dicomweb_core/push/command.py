@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("--retries", type=int, default=6, help="retries of a failing request (default 6)")
+    p.add_argument(
+        "--backoff", type=float, default=0.5, help="first retry waits up to this many seconds, doubling (0.5)"
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may stall (default 300)")
     p.add_argument(
         "--token",
@@ -70,6 +73,8 @@ def options_from(args: argparse.Namespace) -> PushOptions:
         raise OptionError("--concurrency must be 1..256")
     if not 0 <= args.retries <= 100:
         raise OptionError("--retries must be 0..100")
+    if not 0 <= args.backoff <= 60:
+        raise OptionError("--backoff must be 0..60 seconds")
     if args.timeout <= 0:
         raise OptionError("--timeout must be positive")
     url = stow_url(args.url, args.study)
@@ -80,6 +85,7 @@ def options_from(args: argparse.Namespace) -> PushOptions:
         batch=parse_batch(args.batch),
         concurrency=args.concurrency,
         retries=args.retries,
+        backoff=args.backoff,
         timeout=args.timeout,
         token=args.token,
         resume=args.resume,
