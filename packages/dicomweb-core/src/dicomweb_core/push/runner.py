@@ -254,7 +254,8 @@ class Pusher:
 
 
 def _looks_like_answer(response: httpx.Response) -> bool:
-    return "json" in response.headers.get("content-type", "") and b"00081198" in response.content[:65536]
+    """A 4xx carrying a STOW answer with per-instance failures (Orthanc answers 400 so)."""
+    return response.content.lstrip()[:1] in (b"{", b"[") and b'"00081198"' in response.content[:65536]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
