@@ -52,7 +52,11 @@ class ServiceProcess:
             "--log-level",
             "warning",
         ]
-        self.proc = subprocess.Popen(cmd + self.args, env=self.env, stdout=out, stderr=out)
+        # A session of its own: kill() takes down the worker processes with their supervisor,
+        # as a crash of the machine would (``serve`` runs one worker per core by default).
+        self.proc = subprocess.Popen(
+            cmd + self.args, env=self.env, stdout=out, stderr=out, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -72,9 +76,12 @@ class ServiceProcess:
         return ""
 
     def kill(self) -> None:
-        """kill -9: no shutdown hooks run."""
+        """kill -9 of the server and its workers: no shutdown hooks run."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait(10)
 
     def stop(self) -> None:
@@ -85,19 +92,38 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def rss_kib(self) -> int:
+    def _serving_pids(self) -> list[int]:
+        """The processes that serve requests: the worker processes, or the server itself."""
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [int(c) for c in children] or [pid]
 
-    def peak_rss_kib(self) -> int:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
+    def _status_kib(self, key: str) -> dict[int, int]:
+        out = {}
+        for pid in self._serving_pids():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            out[pid] = next((int(line.split()[1]) for line in lines if line.startswith(key)), 0)
+        return out
+
+    def rss_kib(self) -> dict[int, int]:
+        """Current RSS of each serving process."""
+        return self._status_kib("VmRSS:")
+
+    def peak_rss_kib(self) -> dict[int, int]:
+        """Peak RSS of each serving process."""
+        return self._status_kib("VmHWM:")
+
+    def peak_growth_mib(self, before: dict[int, int]) -> float:
+        """The largest growth of any serving process's peak RSS over its RSS in ``before``."""
+        peaks = self.peak_rss_kib()
+        return max((peak - before.get(pid, peak) for pid, peak in peaks.items()), default=0) / 1024
 
 
 def stow_streamed_instance(
@@ -125,4 +151,4 @@ def stow_streamed_instance(
         headers={"content-type": 'multipart/related; type="application/dicom"; boundary=big'},
         timeout=900,
     )
-    return resp, total, digest.hexdigest(), (server.peak_rss_kib() - rss_before) / 1024
+    return resp, total, digest.hexdigest(), server.peak_growth_mib(rss_before)

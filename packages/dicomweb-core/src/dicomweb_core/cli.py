@@ -45,6 +45,13 @@ def _default_port() -> int:
     return int(raw)
 
 
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dicomweb", description="DICOMweb Ingestion Service (STOW-RS, QIDO-RS, WADO-RS)"
@@ -52,10 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     default_port = _default_port()
 
-    def common(sp: argparse.ArgumentParser, host: str) -> None:
+    def common(sp: argparse.ArgumentParser, host: str, workers: int = 1, workers_help: str = "1") -> None:
         sp.add_argument("--host", default=host, help=f"listen address (default {host})")
         sp.add_argument("--port", type=int, default=default_port, help="listen port (default $PORT or 8080)")
-        sp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+        sp.add_argument(
+            "--workers", type=int, default=workers, help=f"worker processes (default {workers_help})"
+        )
         sp.add_argument(
             "--cors",
             action="append",
@@ -87,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     serve = sub.add_parser("serve", help="STOW + WADO + QIDO in one process on a local folder and SQLite")
-    common(serve, "127.0.0.1")
+    # The embedded server defaults to one worker process per core it may run on (the catalog and
+    # the outbox are shared safely between processes). The services alone keep one: on
+    # Kubernetes they scale by replicas, and a container sees the node's cores, not its quota.
+    cores = _usable_cores()
+    common(serve, "127.0.0.1", workers=cores, workers_help=f"one per core: {cores} here")
     serve.add_argument(
         "--data-dir", default="./dicomweb-data", help="objects and catalog (default ./dicomweb-data)"
     )
