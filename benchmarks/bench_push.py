@@ -337,6 +337,7 @@ def main() -> int:
     parser.add_argument("--batch", default="10")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return asyncio.run(main_async(parser.parse_args()))
 
 

@@ -25,6 +25,7 @@ class FlakyFront:
     requests: int = 0
     forwarded: int = 0
     sent: Counter[str] = field(default_factory=Counter)  # watched UID -> times it was in a body
+    authorizations: list[str] = field(default_factory=list)  # Authorization header per request
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: BackgroundServer = field(default_factory=BackgroundServer)
 
@@ -52,6 +53,7 @@ class FlakyFront:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with front._lock:
                     front.requests += 1
+                    front.authorizations.append(self.headers.get("Authorization", ""))
                     for sop in front.watch:
                         if sop.encode() in body:
                             front.sent[sop] += 1

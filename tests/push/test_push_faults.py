@@ -130,6 +130,28 @@ def test_a_permanent_refusal_in_a_202_fails_that_instance_only_and_is_not_resent
     assert "failed 1" in run.stdout
 
 
+def test_bearer_token_from_the_option_or_the_environment(front: FlakyFront, tmp_path: Path) -> None:
+    _files(tmp_path / "src", 2)
+    run = run_push(
+        [tmp_path / "src"],
+        front.base + "/dicomweb",
+        "--token",
+        "tok-1",
+        journal=tmp_path / "j",
+        report=tmp_path / "r",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    env_run = run_push(
+        [tmp_path / "src"],
+        front.base + "/dicomweb",
+        env={"DICOMWEB_TOKEN": "tok-2"},
+        journal=tmp_path / "k",
+        report=tmp_path / "r",
+    )
+    assert env_run.returncode == 0
+    assert front.authorizations == ["Bearer tok-1", "Bearer tok-2"]
+
+
 def _journal_rows(journal: Path) -> int:
     if not journal.exists():
         return 0
@@ -148,7 +170,11 @@ def test_sigint_stops_cleanly_and_resume_sends_only_what_is_missing(
     journal, report = tmp_path / "j.sqlite", tmp_path / "r.json"
     url = front.base + "/dicomweb"
     cmd = push_command(
-        [tmp_path / "src"], url, "--batch", "1", "--concurrency", "2", journal=journal, report=report
+        [tmp_path / "src"],
+        url,
+        *("--batch", "1", "--concurrency", "2", "--token", "secret-xyz"),
+        journal=journal,
+        report=report,
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -159,6 +185,7 @@ def test_sigint_stops_cleanly_and_resume_sends_only_what_is_missing(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "--resume" in err and "interrupted" in err
+    assert "secret-xyz" not in err + out  # the resume hint does not print the token
     with sqlite3.connect(journal) as db:
         acked = {row[0] for row in db.execute("SELECT sop_instance_uid FROM acknowledged")}
     assert 5 <= len(acked) < 60

@@ -109,15 +109,32 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     if options.report is not None:
         options.report.write_bytes(orjson.dumps(tally.as_json(), option=orjson.OPT_INDENT_2))
     if tally.interrupted:
-        again = list(argv if argv is not None else sys.argv[1:])
+        again, had_token = _without_token(list(argv if argv is not None else sys.argv[1:]))
         if "--resume" not in again:
             again.append("--resume")
+        note = " (with the token in $DICOMWEB_TOKEN)" if had_token else ""
         sys.stderr.write(
             f"dicomweb push: interrupted; {tally.stored} stored and recorded in {options.journal}. "
-            f"To send only what is missing:\n  dicomweb {shlex.join(again)}\n"
+            f"To send only what is missing{note}:\n  dicomweb {shlex.join(again)}\n"
         )
         return EXIT_INTERRUPTED
     return EXIT_OK if tally.ok else EXIT_FAILED
+
+
+def _without_token(argv: list[str]) -> tuple[list[str], bool]:
+    """The command line to print, without ``--token`` and its value; True if one was there."""
+    out: list[str] = []
+    skip = found = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--token":
+            skip = found = True
+        elif arg.startswith("--token="):
+            found = True
+        else:
+            out.append(arg)
+    return out, found
 
 
 async def _main(options: PushOptions, tally: Tally) -> None:

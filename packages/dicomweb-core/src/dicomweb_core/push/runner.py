@@ -128,12 +128,14 @@ class Pusher:
             group = items[start : start + _PROBE_GROUP]
             for item, result in zip(group, await asyncio.to_thread(_probe_all, group), strict=True):
                 if isinstance(result, NotSent):
+                    item.source.release()
                     if result.skipped:
                         self._settle(item, skipped=result.reason)
                     else:
                         self._settle(item, failed=result.reason)
                     continue
                 if self.o.study and result.study_instance_uid != self.o.study:
+                    item.source.release()
                     self._settle(item, failed=f"belongs to study {result.study_instance_uid}, not --study")
                     continue
                 if batch and (len(batch) >= self.o.batch.files or nbytes + item.size > self.o.batch.nbytes):
@@ -189,7 +191,7 @@ class Pusher:
             self._settle(exc.item, failed=exc.reason)
             pending[:] = [r for r in pending if r.item is not exc.item]
             return 0.0, f"{exc.item.key} could not be read" if pending else None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # connection refused/reset, timeouts, protocol errors
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         status = response.status_code
         if status in _TRANSIENT_HTTP or status >= 500:
