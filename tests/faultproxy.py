@@ -20,6 +20,12 @@ def _reset(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
+    # The other direction's thread may be blocked in recv() on this socket, which keeps it
+    # open past close(); SHUT_RD wakes it (no FIN is sent), so the RST really goes out.
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
     sock.close()
 
 
