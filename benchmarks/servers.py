@@ -311,7 +311,8 @@ class OrthancServer(_TempDirServer):
 def make_server(kind: str, *, name: str, root: Path | None = None, workers: int = 1) -> BenchServer:
     """``ours`` or ``orthanc`` (``orthanc`` as "ours" checks the harness itself: ratios ~1)."""
     if kind == "ours":
-        return OursServer(name=name, root=root, extra_args=("--workers", str(workers)) if workers > 1 else ())
+        # Always explicit: ``dicomweb serve`` alone runs one worker per core.
+        return OursServer(name=name, root=root, extra_args=("--workers", str(workers)))
     if kind == "orthanc":
         return OrthancServer(name=name, root=root)
     raise ValueError(f"unknown server kind {kind!r}")
