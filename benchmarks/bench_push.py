@@ -25,6 +25,7 @@ import asyncio
 import http.client
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -287,6 +288,7 @@ async def main_async(args: argparse.Namespace) -> int:
     selected = args.only.split(",") if args.only else list(SCENARIOS)
     results: list[Result] = []
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     lim = await limits.measure(sink_bytes=200_000_000, disk_bytes=512_000_000, disk_files=200)
     for scenario in selected:
         with tempfile.TemporaryDirectory(prefix=f"bench-push-{scenario}-") as tmp_name:
@@ -308,7 +310,8 @@ async def main_async(args: argparse.Namespace) -> int:
         f"Command: `python -m benchmarks.bench_push --slices {args.slices} --concurrency {args.concurrency} "
         f"--batch {args.batch}`{' --only ' + args.only if args.only else ''}  ",
         f"Data: {len(files)} slices of the benchmark data set, {total_mb:,.0f} MB; one run per scenario "
-        f"(busy 2-core machine); total {time.perf_counter() - started:.0f} s",
+        f"(shared {os.cpu_count()}-core machine: load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after); total {time.perf_counter() - started:.0f} s",
         "",
         "| machine limit | value |",
         "|---|---:|",
