@@ -57,11 +57,13 @@ class Result:
     server_cpu_s: float
     client_cpu_s: float
     listed: int
+    spread: tuple[float, float] = (0.0, 0.0)  # files/s of the slowest and fastest round
 
     def row(self) -> str:
         n = max(self.files, 1)
+        spread = f" ({self.spread[0]:,.0f}-{self.spread[1]:,.0f})" if self.spread[1] else ""
         return (
-            f"| {self.scenario} | {self.server} | {self.files / self.wall_s:,.0f} | "
+            f"| {self.scenario} | {self.server} | {self.files / self.wall_s:,.0f}{spread} | "
             f"{self.nbytes / 1e6 / self.wall_s:,.0f} | {self.server_cpu_s * 1000 / n:.2f} | "
             f"{self.client_cpu_s * 1000 / n:.2f} | {self.wall_s:.1f} | {self.listed}/{self.files} |"
         )
@@ -279,37 +281,58 @@ async def _s3(files: Sequence[Path], args: argparse.Namespace, tmp: Path) -> Res
         drop_database(admin, dsn)
 
 
+async def _run_scenario(scenario: str, files: Sequence[Path], args: argparse.Namespace) -> Result:
+    with tempfile.TemporaryDirectory(prefix=f"bench-push-{scenario}-") as tmp_name:
+        tmp = Path(tmp_name)
+        if scenario == "push-ours":
+            return await _ours(files, args, tmp, "push")
+        if scenario.startswith("dwc-"):
+            return await _ours(files, args, tmp, scenario)
+        if scenario == "push-s3":
+            return await _s3(files, args, tmp)
+        if scenario == "orthanc-rest":
+            return await _orthanc(files, args, tmp, "rest")
+        if scenario == "push-orthanc":
+            return await _orthanc(files, args, tmp, "push")
+    raise SystemExit(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+
+
+def _median(results: list[Result]) -> Result:
+    """The run with the median wall time; ``spread`` keeps the range of files/s."""
+    ordered = sorted(results, key=lambda r: r.wall_s)
+    mid = ordered[len(ordered) // 2]
+    if len(ordered) > 1:
+        mid.spread = (ordered[-1].files / ordered[-1].wall_s, ordered[0].files / ordered[0].wall_s)
+    mid.listed = min(r.listed for r in results)
+    return mid
+
+
 SCENARIOS = ("push-ours", "push-s3", "dwc-1", "dwc-10", "orthanc-rest", "push-orthanc")
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    data = load_or_generate(Params())
+    data = load_or_generate(Params.small() if args.small else Params())
     files = [data.root / i.path for i in data.slices[: args.slices]]
     selected = args.only.split(",") if args.only else list(SCENARIOS)
-    results: list[Result] = []
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
-    lim = await limits.measure(sink_bytes=200_000_000, disk_bytes=512_000_000, disk_files=200)
-    for scenario in selected:
-        with tempfile.TemporaryDirectory(prefix=f"bench-push-{scenario}-") as tmp_name:
-            tmp = Path(tmp_name)
-            if scenario == "push-ours":
-                results.append(await _ours(files, args, tmp, "push"))
-            elif scenario.startswith("dwc-"):
-                results.append(await _ours(files, args, tmp, scenario))
-            elif scenario == "push-s3":
-                results.append(await _s3(files, args, tmp))
-            elif scenario == "orthanc-rest":
-                results.append(await _orthanc(files, args, tmp, "rest"))
-            elif scenario == "push-orthanc":
-                results.append(await _orthanc(files, args, tmp, "push"))
-            else:
-                raise SystemExit(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    scale = 10 if args.small else 1
+    lim = await limits.measure(
+        sink_bytes=200_000_000 // scale, disk_bytes=512_000_000 // scale, disk_files=200 // scale
+    )
+    runs: dict[str, list[Result]] = {name: [] for name in selected}
+    for round_no in range(args.rounds):
+        # Alternate the order: the machine's load drifts, and no scenario should always go first.
+        for scenario in selected if round_no % 2 == 0 else list(reversed(selected)):
+            runs[scenario].append(await _run_scenario(scenario, files, args))
+    results = [_median(runs[name]) for name in selected]
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     out = [
         f"Command: `python -m benchmarks.bench_push --slices {args.slices} --concurrency {args.concurrency} "
-        f"--batch {args.batch}`{' --only ' + args.only if args.only else ''}  ",
-        f"Data: {len(files)} slices of the benchmark data set, {total_mb:,.0f} MB; one run per scenario "
+        f"--batch {args.batch} --rounds {args.rounds}{' --only ' + args.only if args.only else ''}"
+        f"{' --small' if args.small else ''}`  ",
+        f"Data: {len(files)} slices of the benchmark data set, {total_mb:,.0f} MB; {args.rounds} round(s), "
+        "alternating order, the median round shown (files/s range in brackets), each on an empty server "
         f"(shared {os.cpu_count()}-core machine: load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after); total {time.perf_counter() - started:.0f} s",
         "",
@@ -338,6 +361,8 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch", default="10")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per scenario (median shown)")
+    parser.add_argument("--small", action="store_true", help="the small data set (40 slices; a smoke test)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
