@@ -135,3 +135,8 @@ def test_bad_options_exit_2_with_a_clear_line(tmp_path: Path) -> None:
         report=tmp_path / "r.json",
     )
     assert run.returncode == 2 and "--batch" in run.stderr
+    (tmp_path / "a-file").write_text("")
+    run = run_push(
+        [tmp_path], "http://127.0.0.1:9", journal=tmp_path / "a-file" / "j", report=tmp_path / "r.json"
+    )
+    assert run.returncode == 2 and "--journal" in run.stderr

@@ -100,6 +100,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         options = options_from(args)
+        if options.journal is not None:
+            try:
+                options.journal.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OptionError(f"--journal: cannot use {options.journal.parent}: {exc.strerror}") from exc
     except OptionError as exc:
         sys.stderr.write(f"dicomweb push: {exc}\n")
         return EXIT_USAGE
