@@ -17,8 +17,9 @@ MB = 1_000_000
 
 
 def _eta(seconds: float) -> str:
-    if seconds <= 0 or seconds != seconds or seconds > 360_000:
+    if seconds != seconds or seconds > 360_000:  # NaN (no rate yet) or absurd
         return "?"
+    seconds = max(seconds, 0.0)
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
@@ -39,7 +40,8 @@ class _Counts:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.bytes / elapsed
-        eta = (self.total_bytes - self.bytes) / rate if rate else float("nan")
+        left = self.total_bytes - self.bytes
+        eta = left / rate if rate else (0.0 if left <= 0 else float("nan"))
         return (
             f"{self.files}/{self.total_files} files, {self.bytes / MB:,.1f}/{self.total_bytes / MB:,.1f} MB, "
             f"{self.files / elapsed:,.1f} files/s, {rate / MB:,.1f} MB/s, ETA {_eta(eta)}"
