@@ -48,7 +48,7 @@ class Watch:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> Watch:
-        self.rss_start_mib = self.rss_peak_mib = self.server.rss_kib() / 1024
+        self.rss_start_mib = self.rss_peak_mib = sum(self.server.rss_kib().values()) / 1024
         self._threads = [
             threading.Thread(target=self._rss, daemon=True),
             threading.Thread(target=self._probe, daemon=True),
@@ -66,7 +66,7 @@ class Watch:
     def _rss(self) -> None:
         while not self._stop.is_set():
             try:
-                self.rss_peak_mib = max(self.rss_peak_mib, self.server.rss_kib() / 1024)
+                self.rss_peak_mib = max(self.rss_peak_mib, sum(self.server.rss_kib().values()) / 1024)
             except (OSError, ValueError):
                 pass
             self._stop.wait(self.interval)

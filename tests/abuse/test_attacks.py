@@ -34,7 +34,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
     data = tmp_path_factory.mktemp("abuse-data")
     plant(data, list(hostile_instances().values()))
     log = tmp_path_factory.mktemp("abuse-log") / "server.log"
-    proc = ServiceProcess("serve", args=["--data-dir", str(data)], env=ABUSE_ENV, log_path=log).start()
+    # One worker: the second client's /healthz then probes the very event loop under attack.
+    proc = ServiceProcess(
+        "serve", args=["--data-dir", str(data), "--workers", "1"], env=ABUSE_ENV, log_path=log
+    ).start()
     try:
         yield proc
     finally:
@@ -228,7 +231,7 @@ def test_stalled_clients_of_a_converted_instance_do_not_pin_memory(server: Servi
             socks.append(sock)
         # SEND_IDLE_TIMEOUT is 3 s: the server gives up on them; reading then finds the end.
         time.sleep(3.5)
-        stalled_rss = server.rss_kib() / 1024
+        stalled_rss = sum(server.rss_kib().values()) / 1024
         time.sleep(2)
         deadline = time.monotonic() + 20
         received = []

@@ -58,7 +58,10 @@ class Target:
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data = tmp_path_factory.mktemp("fuzz-data")
     log = tmp_path_factory.mktemp("fuzz-log") / "server.log"
-    server = ServiceProcess("serve", args=["--data-dir", str(data)], env=ABUSE_ENV, log_path=log).start()
+    # One worker: "still responsive" is then asked of the process that took the request.
+    server = ServiceProcess(
+        "serve", args=["--data-dir", str(data), "--workers", "1"], env=ABUSE_ENV, log_path=log
+    ).start()
     try:
         yield Target(server, data)
     finally:

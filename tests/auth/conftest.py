@@ -142,8 +142,14 @@ def auth_env(provider: OidcProvider, **extra: str) -> dict[str, str]:
 
 def start_server(work: Path, env: Mapping[str, str], *extra_args: str) -> ServiceProcess:
     work.mkdir(parents=True, exist_ok=True)
+    # One worker: the key and token caches are per process, and the rotation and flood tests
+    # count what one process fetches and accepts.
+    workers = () if "--workers" in extra_args else ("--workers", "1")
     server = ServiceProcess(
-        "serve", args=["--data-dir", str(work / "data"), *extra_args], env=env, log_path=work / "server.log"
+        "serve",
+        args=["--data-dir", str(work / "data"), *workers, *extra_args],
+        env=env,
+        log_path=work / "server.log",
     )
     return server.start()
 
