@@ -31,7 +31,7 @@ def configure_tracing(service_name: str) -> Tracer:
     """The process's tracer (an OTLP/HTTP exporter unless an SDK provider is installed)."""
     global _tracer
     try:
-        from opentelemetry import trace
+        import opentelemetry.trace as trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
     except ImportError:
@@ -56,7 +56,7 @@ def shutdown_tracing() -> None:
     """Flush the spans still queued (a process that exits would lose them)."""
     if _tracer is None:
         return
-    from opentelemetry import trace
+    import opentelemetry.trace as trace
 
     provider: Any = trace.get_tracer_provider()
     flush = getattr(provider, "force_flush", None)
@@ -90,7 +90,9 @@ class TracingMiddleware:
     """One server span per HTTP request, named ``METHOD /route/{template}``."""
 
     def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
-        from opentelemetry import context, propagate, trace
+        import opentelemetry.context as context
+        import opentelemetry.propagate as propagate
+        import opentelemetry.trace as trace
 
         self.app = app
         self.tracer = tracer
