@@ -45,7 +45,7 @@ def load_observability(env: Mapping[str, str] | None = None) -> ObservabilitySet
     log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT={log_format!r} must be 'text' or 'json'")
-    level = (env.get(LOG_LEVEL_ENV, "") or "info").upper()
+    level = (env.get("DICOMWEB_LOG_LEVEL", "") or "info").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{LOG_LEVEL_ENV}={level!r} must be debug, info, warning or error")
     otlp = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")

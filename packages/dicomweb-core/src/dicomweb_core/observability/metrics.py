@@ -32,7 +32,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .instrumented import OpTimer
-from .metrics_env import MULTIPROC_ENV
 from .routes import operation_kind
 
 #: The classic text format, which every Prometheus version scrapes (names are plain ASCII).
@@ -55,7 +54,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def multiprocess() -> bool:
-    return bool(os.environ.get(MULTIPROC_ENV))
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class _Pending:

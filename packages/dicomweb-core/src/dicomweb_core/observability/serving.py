@@ -34,7 +34,7 @@ def port_in_use(host: str, port: int) -> str:
 def multiprocess_metrics_dir(workers: int) -> tempfile.TemporaryDirectory[str] | None:
     """With several workers and no ``PROMETHEUS_MULTIPROC_DIR`` of the user's: a fresh one
     (removed when the server stops). Must run before ``prometheus_client`` is imported."""
-    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+    if workers <= 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return None
     directory = tempfile.TemporaryDirectory(prefix="dicomweb-metrics-")
     os.environ[MULTIPROC_ENV] = directory.name

@@ -22,11 +22,11 @@ class UiSettings:
 
 
 def load_ui_settings(env: Mapping[str, str]) -> UiSettings:
-    raw_dir = env.get(VIEWER_DIR_ENV, "")
+    raw_dir = env.get("DICOMWEB_VIEWER_DIR", "")
     viewer_dir = Path(raw_dir) if raw_dir else None
     if viewer_dir is not None and not (viewer_dir / "index.html").is_file():
         raise ConfigError(f"--viewer {raw_dir}: no index.html there (expected an OHIF Viewer 3 dist/ folder)")
-    url = env.get(VIEWER_URL_ENV, "")
+    url = env.get("DICOMWEB_VIEWER_URL", "")
     if url and not url.startswith(("http://", "https://", "/")):
         raise ConfigError(f"--viewer-url {url!r} must be an http(s) URL or a path")
     return UiSettings(viewer_dir=viewer_dir, viewer_url=url)
