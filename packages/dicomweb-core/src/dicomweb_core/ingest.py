@@ -37,8 +37,8 @@ from .errors import (
 from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
-from .pixelcheck import check_scan
 from .observability.tracing import stage
+from .pixelcheck import check_scan
 from .rawvalues import raw_int, raw_text
 from .scanner import DicomHeaderScanner, ScanResult
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key
