@@ -7,7 +7,8 @@ import os
 import socket
 import tempfile
 
-from .metrics_env import MULTIPROC_ENV
+#: prometheus-client's multiprocess mode: a directory shared by the worker processes.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def port_in_use(host: str, port: int) -> str:
