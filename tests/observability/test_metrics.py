@@ -43,10 +43,13 @@ def test_requests_are_labelled_by_route_template_never_by_uid(server: ServicePro
     instance = f"{study}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
     assert httpx.get(instance, headers={"Accept": "application/dicom"}).content == blob
 
+    total = "dicomweb_http_requests_total"
+    # Each worker publishes its counts within a second.
+    poll(server.base, lambda m: value(m, total, method="GET", route="unmatched", status="404") >= 1)
+    time.sleep(1.2)
     r = httpx.get(server.base + "/metrics")
     assert UID_IN_TEXT.search(r.text) is None, "a UID leaked into a label"
     m = parse(r.text)
-    total = "dicomweb_http_requests_total"
     assert value(m, total, method="POST", route="/dicomweb/studies", status="200") >= 1
     assert value(m, total, method="GET", route="/dicomweb/studies/{study}/metadata", status="200") >= 1
     assert value(m, total, method="GET", route="/dicomweb/studies/{study}/series", status="200") >= 1
@@ -75,7 +78,10 @@ def test_stow_stored_and_failed_by_reason(server: ServiceProcess) -> None:
     body, ctype = multipart_related([*good, b"this is not DICOM at all" * 10])
     r = httpx.post(server.base + "/stow-rs/studies", content=body, headers={"content-type": ctype})
     assert r.status_code == 202, r.text
-    after = scrape(server.base)
+    route = {"method": "POST", "route": "/stow-rs/studies", "status": "202"}
+    was = value(before, "dicomweb_http_requests_total", **route)
+    # Each worker publishes its counts within a second.
+    after = poll(server.base, lambda m: value(m, "dicomweb_http_requests_total", **route) > was)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

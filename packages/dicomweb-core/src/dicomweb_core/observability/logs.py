@@ -101,8 +101,13 @@ def configure_logging(settings: ObservabilitySettings) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     _configured_handler = handler
-    # uvicorn's own loggers go through the same handler (the CLI passes log_config=None).
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # uvicorn's own loggers go through the same handler (the CLI passes log_config=None)...
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # ... except its access log: ours is the access line, and uvicorn writes its own whenever
+    # that logger has a handler (it would log query strings, which carry patient names).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
