@@ -101,8 +101,20 @@ try {
   report.uploadSummary = await page.textContent('#upload-summary');
   await page.screenshot({ path: join(outDir, 'upload.png') });
 
-  report.step = 'delete';
+  report.step = 'delete series';
   await page.goto(`${base}/ui/#/study/${scenario.deleteStudy}`);
+  await page.waitForFunction(() => document.querySelectorAll('#series tbody tr').length === 2, null,
+    { timeout: STEP });
+  page.once('dialog', async (dialog) => {
+    report.seriesConfirmation = dialog.message();
+    await dialog.accept();
+  });
+  await page.click('#series tbody tr:first-child button.danger');
+  await page.waitForFunction(() => document.querySelectorAll('#series tbody tr').length === 1, null,
+    { timeout: STEP });
+  report.seriesAfterDelete = await rowTexts(page, '#series tbody tr');
+
+  report.step = 'delete';
   await page.waitForSelector('#series tbody tr', { timeout: STEP });
   page.once('dialog', async (dialog) => {
     report.confirmation = dialog.message();

@@ -162,8 +162,11 @@ def test_search_thumbnail_upload_delete(server: ServiceProcess, token: str | Non
     assert results.pop("upload/README.txt").startswith("not DICOM")
     assert set(results.values()) == {"stored"}
     assert report["uploadSummary"] == f"{expected} stored, 1 failed, 0 to go"
-    # Delete, confirmed in a dialog: the study is gone from the server and from the list.
-    assert "Gamma^Gil" in report["confirmation"] and f"({expected} instances)" in report["confirmation"]
+    # Delete a series, confirmed: the other one stays.
+    assert report["seriesConfirmation"] == "Delete series 1 (3 instances)? This cannot be undone."
+    assert [row[1:5] for row in report["seriesAfterDelete"]] == [["2", "CT", "Test series", "3"]]
+    # Delete the study, confirmed in a dialog: it is gone from the server and from the list.
+    assert "Gamma^Gil" in report["confirmation"] and "(3 instances)" in report["confirmation"]
     assert report["afterDelete"] == "Deleted the study of Gamma^Gil."
     assert instances(server, uploaded) == 0
     assert instances(server, alpha) == 2  # nothing else touched
