@@ -21,6 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 # Third-party CRD schemas are vendored in the repository (source and version: schemas/README.md).
 KNATIVE_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "knative"
+PROMETHEUS_SCHEMAS = Path(__file__).resolve().parent / "schemas" / "prometheus"
 OPERATOR_CRD = REPO / "packages" / "operator" / "src" / "dicomweb_operator" / "crd.yaml"
 K8S_VERSION = "1.32"
 
@@ -41,7 +42,11 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 @functools.cache
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    paths = [*sorted(KNATIVE_SCHEMAS.glob("*.yaml")), OPERATOR_CRD]
+    paths = [
+        *sorted(KNATIVE_SCHEMAS.glob("*.yaml")),
+        *sorted(PROMETHEUS_SCHEMAS.glob("*.yaml")),
+        OPERATOR_CRD,
+    ]
     for path in paths:
         for crd in load_yaml_documents(path):
             if crd.get("kind") != "CustomResourceDefinition":

@@ -15,6 +15,10 @@ import orjson
 
 from .config import Settings, load_settings
 from .errors import ConfigError, DicomwebError
+from .observability.config import LOG_LEVEL_ENV, QUIET_ENV, load_observability
+from .observability.logs import configure_logging
+from .observability.serving import multiprocess_metrics_dir, port_in_use
+from .ui.settings import VIEWER_DIR_ENV, VIEWER_URL_ENV
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -73,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
             help="allow this CORS origin ('*' for any)",
         )
         sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        sp.add_argument("--quiet", action="store_true", help="no access-log line per request")
         auth = sp.add_argument_group("access control (see the README, 'Access control')")
         auth.add_argument("--auth-mode", choices=["none", "oidc"], help="default $AUTH_MODE or none")
         auth.add_argument("--auth-issuer", metavar="URL", help="token issuer (iss); default $AUTH_ISSUER")
@@ -107,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--catalog-url", default="", help="override the catalog (default SQLite in --data-dir)"
     )
+    serve.add_argument(
+        "--viewer", default="", metavar="DIR", help="serve this OHIF Viewer 3 bundle (dist/) at /viewer/"
+    )
+    serve.add_argument(
+        "--viewer-url", default="", metavar="URL", help="the web UI's 'open in viewer' goes there instead"
+    )
     for name in ("stow-svc", "wado-svc"):
         sp = sub.add_parser(name, help=f"the {name[:4].upper()} service alone (configured by environment)")
         common(sp, "0.0.0.0")
@@ -114,6 +125,18 @@ def _parser() -> argparse.ArgumentParser:
             "--data-dir", default=None, help="file store instead of S3 (default: BUCKET_* config)"
         )
         sp.add_argument("--catalog-url", default="", help="default $CATALOG_URL")
+    viewer = sub.add_parser("viewer", help="the web UI's OHIF Viewer: 'install' fetches it (npm registry)")
+    viewer.add_argument("action", choices=["install"])
+    viewer.add_argument(
+        "--data-dir", default="./dicomweb-data", help="where serve finds it (default ./dicomweb-data)"
+    )
+    viewer.add_argument(
+        "--registry",
+        default=os.environ.get("NPM_CONFIG_REGISTRY") or "https://registry.npmjs.org",
+        help="npm registry (default $NPM_CONFIG_REGISTRY or registry.npmjs.org)",
+    )
+    viewer.add_argument("--version", dest="ohif_version", default=None, help="another @ohif/app version")
+    viewer.add_argument("--integrity", default=None, help="its npm integrity (sha512-...), with --version")
     reindex = sub.add_parser("reindex", help="rebuild the catalog by scanning the stored objects' headers")
     reindex.add_argument("--data-dir", default=None, help="file store (default: BUCKET_* config, else none)")
     reindex.add_argument("--catalog-url", default="", help="default $CATALOG_URL (SQLite in --data-dir)")
@@ -179,12 +202,46 @@ def _options_as_variables(args: argparse.Namespace) -> dict[str, str]:
         value = getattr(args, option, None)
         if value is not None:
             variables[name] = value
+    variables[LOG_LEVEL_ENV] = args.log_level
+    if getattr(args, "quiet", False):
+        variables[QUIET_ENV] = "1"
+    if getattr(args, "viewer", ""):
+        variables[VIEWER_DIR_ENV] = str(Path(args.viewer).resolve())
+    elif args.command == "serve" and not args.viewer_url:
+        from .ui.install import viewer_dir
+
+        installed = viewer_dir(Path(args.data_dir).resolve())
+        if (installed / "index.html").is_file():  # from ``dicomweb viewer install``
+            variables[VIEWER_DIR_ENV] = str(installed)
+    if getattr(args, "viewer_url", ""):
+        variables[VIEWER_URL_ENV] = args.viewer_url
     return variables
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     """What the settings are parsed from: the process environment, the options on top."""
     return {**os.environ, **_options_as_variables(args)}
+
+
+def _run_viewer_install(args: argparse.Namespace) -> int:
+    from .ui.install import OHIF_INTEGRITY, OHIF_VERSION, InstallError, install_viewer
+
+    if (args.ohif_version is None) != (args.integrity is None):
+        sys.stderr.write("dicomweb viewer install: --version and --integrity go together\n")
+        return 2
+    data_dir = Path(args.data_dir).resolve()
+    try:
+        where = install_viewer(
+            data_dir,
+            registry=args.registry,
+            version=args.ohif_version or OHIF_VERSION,
+            integrity=args.integrity or OHIF_INTEGRITY,
+        )
+    except (InstallError, ConfigError) as exc:
+        sys.stderr.write(f"dicomweb viewer install: {exc.reason}\n")
+        return 1
+    sys.stdout.write(f"OHIF Viewer in {where}; dicomweb serve --data-dir {data_dir} serves it at /viewer/\n")
+    return 0
 
 
 def create_app(command: str, settings: Settings) -> Starlette:
@@ -208,6 +265,7 @@ def create_app_from_env() -> Starlette:
     handoff = orjson.loads(os.environ.get(_WORKER_HANDOFF, "{}"))
     command = handoff.get("command", "serve")
     settings = load_settings({**os.environ, **handoff.get("variables", {})})
+    configure_logging(settings.observability)  # each worker process logs like the parent
     return create_app(command, settings)
 
 
@@ -218,14 +276,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     if args.command == "push":
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         from .push.command import run as run_push
 
         return run_push(args, argv)
+    if args.command == "viewer":
+        return _run_viewer_install(args)
+    # Several workers share their metrics through files: the variable must be in the process
+    # environment (the workers inherit it) before anything imports prometheus-client.
+    metrics_dir = multiprocess_metrics_dir(getattr(args, "workers", 1))
     try:
+        configure_logging(load_observability(_environment(args)))
         if args.command == "reindex":
             return _run_reindex(args)
         from .auth import check_bind
@@ -237,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(args.command, settings)
     except ConfigError as exc:
         sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
+        return 2
+    busy = port_in_use(args.host, args.port)
+    if busy:
+        sys.stderr.write(f"dicomweb: cannot listen on {args.host}:{args.port}: {busy}\n")
         return 2
     if args.workers > 1:
         handoff = {"command": args.command, "variables": _options_as_variables(args)}
@@ -257,13 +325,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop="uvloop",
         http=guarded_protocol(limits) if args.workers <= 1 else ENV_PROTOCOL,  # header size and timeouts
         log_level=args.log_level,
-        access_log=False,
+        log_config=None,  # logging is configured above (text or LOG_FORMAT=json)
+        access_log=False,  # ours is the access line (with bytes and duration)
         ws="none",  # no WebSocket routes; spares importing the websockets package at start-up
         timeout_keep_alive=int(limits.keep_alive_timeout + 0.999),
         # X-Forwarded-* are handled by the app, from FORWARDED_ALLOW_IPS only (dicomweb_core.auth.proxy):
         # uvicorn's own handling would rewrite the client address before the app can check the peer.
         proxy_headers=False,
     )
+    if metrics_dir is not None:
+        metrics_dir.cleanup()
     return 0
 
 

@@ -14,6 +14,8 @@ from .auth.settings import AuthSettings, load_auth_settings
 from .bucket import BucketConfig, load_bucket_config
 from .errors import ConfigError
 from .limits import Limits, load_limits
+from .observability.config import ObservabilitySettings, load_observability
+from .ui.settings import UiSettings, load_ui_settings
 
 MiB = 1024 * 1024
 
@@ -73,6 +75,10 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     #: Resource limits (see :mod:`.limits`).
     limits: Limits = field(default_factory=Limits)
+    #: Logs, metrics, traces (:mod:`dicomweb_core.observability`).
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    #: The web UI's viewer (:mod:`dicomweb_core.ui`).
+    ui: UiSettings = field(default_factory=UiSettings)
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -113,6 +119,8 @@ def load_settings(env: Mapping[str, str], **overrides: object) -> Settings:
         qido_max_limit=_int(env, "QIDO_MAX_LIMIT", 10000, 1),
         auth=load_auth_settings(env),
         limits=load_limits(env),
+        observability=load_observability(env),
+        ui=load_ui_settings(env),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     for name in ("k_sink", "query_endpoint", "public_base_url"):

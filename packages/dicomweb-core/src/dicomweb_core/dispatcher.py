@@ -60,6 +60,8 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        #: Told (delivered, failed) after each attempt: the metrics hook.
+        self.on_result: Callable[[int, int], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -120,11 +122,15 @@ class OutboxDispatcher:
                     except DicomwebError as exc:
                         log.warning("event %s not delivered yet: %s", event.id, exc.reason)
                         await self._catalog.record_event_attempt(event.id)
+                        if self.on_result is not None:
+                            self.on_result(0, 1)
                         return False
                     sent.append(event.id)
             finally:
                 if sent:
                     await self._catalog.mark_events_sent(sent)
+                    if self.on_result is not None:
+                        self.on_result(len(sent), 0)
                 done = set(sent)
                 unsent = [e.id for e in events if e.id not in done]
                 if unsent:

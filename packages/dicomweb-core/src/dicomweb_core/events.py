@@ -24,6 +24,7 @@ import orjson
 from .backoff import Backoff
 from .catalog.base import OutboxEvent
 from .errors import EventDeliveryError
+from .observability.tracing import inject_trace_context
 
 if TYPE_CHECKING:
     import httpx
@@ -134,6 +135,7 @@ class EventSender:
 
     async def send_once(self, event: OutboxEvent) -> None:
         headers, body = binary_message(event)
+        inject_trace_context(headers)
         import httpx  # cheap after the first time
 
         if self._client is None:

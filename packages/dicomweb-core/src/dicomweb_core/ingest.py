@@ -37,6 +37,7 @@ from .errors import (
 from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord, shift_pixel_data
 from .multipart import MultipartRelatedReader, PartData, PartEnd, PartStart
+from .observability.tracing import stage
 from .pixelcheck import check_scan
 from .rawvalues import raw_int, raw_text
 from .scanner import DicomHeaderScanner, ScanResult
@@ -317,14 +318,17 @@ class StowPipeline:
         received = 0
         cap = self.options.max_request_size
         try:
-            async for chunk in body:
-                received += len(chunk)
-                if cap and received > cap:
-                    raise PayloadTooLargeError(f"request body larger than the configured cap of {cap} bytes")
-                for event in reader.feed(chunk):
+            with stage("stow.receive"):  # read, parse, stream to the store (batches commit inside)
+                async for chunk in body:
+                    received += len(chunk)
+                    if cap and received > cap:
+                        raise PayloadTooLargeError(
+                            f"request body larger than the configured cap of {cap} bytes"
+                        )
+                    for event in reader.feed(chunk):
+                        part = await self._on_event(event, part, study_uid, outcome, pending)
+                for event in reader.close():
                     part = await self._on_event(event, part, study_uid, outcome, pending)
-            for event in reader.close():
-                part = await self._on_event(event, part, study_uid, outcome, pending)
             await self._flush(pending, outcome)
             await self._commit(outcome)
         except BaseException:
@@ -341,7 +345,8 @@ class StowPipeline:
         if not pending:
             return
         batch = pending[:]
-        results = await commit_all(self.store, [p.writer for p in batch])
+        with stage("stow.store_commit"):  # durable: fsync / multipart upload completed
+            results = await commit_all(self.store, [p.writer for p in batch])
         del pending[: len(batch)]
         for closed, result in zip(batch, results, strict=True):
             if isinstance(result, StoreError):
@@ -377,13 +382,15 @@ class StowPipeline:
     async def _commit(self, outcome: StowOutcome) -> None:
         """All rows and events of the request in one catalog transaction (one fsync)."""
         if self.options.sender is not None:
-            await self._send_events(outcome, self.options.sender)
+            with stage("stow.event_delivery"):
+                await self._send_events(outcome, self.options.sender)
         if not outcome.stored:
             return
         records = [p.record for p in outcome.stored]
         events = [e for p in outcome.stored for e in p.events]
         try:
-            previous = await self.catalog.upsert_instances(records, events)
+            with stage("stow.catalog_transaction"):
+                previous = await self.catalog.upsert_instances(records, events)
         except DicomwebError as exc:
             # The catalog refused: every part of the request fails, their objects go.
             failed, outcome.stored = outcome.stored, []

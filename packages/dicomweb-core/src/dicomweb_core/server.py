@@ -28,6 +28,9 @@ from .auth.audit import audit_logger
 from .auth.middleware import AuthMiddleware
 from .auth.proxy import ForwardedHeadersMiddleware
 from .errors import DicomwebError
+from .landing import LandingPage
+from .observability.app import setup as setup_observability
+from .observability.routes import tag_routes
 from .runtime import Runtime
 
 log = logging.getLogger("dicomweb")
@@ -92,9 +95,11 @@ class ServiceLoader:
 class LazyRouter:
     """The routes of some services, built on first use (ASGI app for a :class:`Mount`)."""
 
-    def __init__(self, loader: ServiceLoader, names: Sequence[str]) -> None:
+    def __init__(self, loader: ServiceLoader, names: Sequence[str], prefix: str = "") -> None:
         self._loader = loader
         self._names = list(names)
+        #: Where this router is mounted: route templates are labelled with it (metrics, logs).
+        self._prefix = prefix
         self._router: Router | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,7 +108,7 @@ class LazyRouter:
             routes: list[BaseRoute] = []
             for name in self._names:
                 routes.extend(services[name].routes)
-            self._router = Router(routes=routes)
+            self._router = Router(routes=tag_routes(routes, self._prefix))
         await self._router(scope, receive, send)
 
 
@@ -137,26 +142,55 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
             return PlainTextResponse(f"not ready: {exc.reason}\n", status_code=503)
         return PlainTextResponse("ready\n")
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
-    for name in services:
-        routes.append(Mount(SERVICE_ROOTS[name], app=LazyRouter(loader, [name])))
+    roots = ([COMBINED_ROOT] if combined else []) + [SERVICE_ROOTS[name] for name in services]
+    observability = setup_observability(runtime.settings.observability, roots)
+    if runtime.dispatcher is not None and observability.metrics is not None:
+        runtime.dispatcher.on_result = observability.metrics.events
+    observability.instrument(runtime)
+    ui_links = {"/ui/": "web UI: search, upload, delete, open in a viewer"} if combined else {}
+    landing = LandingPage(
+        roots,
+        {**ui_links, "/healthz": "liveness", "/readyz": "readiness", **observability.links()},
+        browser_home="/ui/" if combined else "",
+    )
+    open_paths: tuple[str, ...] = OPEN_PATHS
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        *observability.routes(runtime.catalog),
+        Route("/", landing.respond),
+    ]
     if combined:
-        routes.append(Mount(COMBINED_ROOT, app=LazyRouter(loader, list(services))))
+        from .ui.routes import public_paths, ui_routes
+
+        ui = runtime.settings.ui
+        routes.append(Route(COMBINED_ROOT + "/", landing.describe))
+        routes.extend(ui_routes(ui, COMBINED_ROOT))
+        open_paths = (*open_paths, "/", *public_paths(ui))
+    routes = tag_routes(routes)
+    for name in services:
+        routes.append(Mount(SERVICE_ROOTS[name], app=LazyRouter(loader, [name], SERVICE_ROOTS[name])))
+    if combined:
+        routes.append(Mount(COMBINED_ROOT, app=LazyRouter(loader, list(services), COMBINED_ROOT)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        observability.start()
         warm = asyncio.create_task(loader.aload(), name="load-services")
         warm.add_done_callback(_log_failure)
         try:
             yield
         finally:
             await runtime.stop()
+            await observability.stop()
 
     auth = runtime.settings.auth
     # Outermost first: proxy headers settle the client address and scheme; CORS answers
     # preflights and decorates refusals; access control runs before any route.
     middleware = [Middleware(ForwardedHeadersMiddleware, trusted=auth.forwarded_allow_ips)]
+    # Then the access line, the metrics and the request id: they cover every answer (401s too).
+    middleware.extend(observability.middleware())
     if runtime.settings.cors_origins:
         middleware.append(
             Middleware(
@@ -171,6 +205,7 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
                     "Content-Type",
                     "Content-Location",
                     "WWW-Authenticate",
+                    "X-Request-ID",
                 ],
                 max_age=600,
             )
@@ -181,7 +216,7 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
                 AuthMiddleware,
                 settings=auth,
                 roots=[*SERVICE_ROOTS.values(), COMBINED_ROOT],
-                open_paths=OPEN_PATHS,
+                open_paths=open_paths,
                 audit=audit_logger() if auth.audit else None,
             )
         )

@@ -13,6 +13,7 @@ from dicomweb_core.auth.audit import note_stored
 from dicomweb_core.errors import MediaTypeError, MultipartError, PayloadTooLargeError
 from dicomweb_core.ingest import StowPipeline
 from dicomweb_core.multipart import boundary_from_content_type, parse_content_type
+from dicomweb_core.observability.app import service_metrics
 from dicomweb_core.runtime import Runtime
 from dicomweb_core.server import Service, mount_root, request_base_url
 from dicomweb_core.stowresponse import failure_warnings, response_dataset, to_json, to_xml
@@ -29,6 +30,7 @@ class StowEndpoint:
         self.pipeline = StowPipeline(runtime.store, runtime.catalog, runtime.ingest_options)
         self.wado_external = runtime.settings.wado_external_endpoint.rstrip("/")
         self.public_base = runtime.settings.public_base_url
+        self.metrics = service_metrics(runtime.settings.observability)
 
     async def handle(self, request: Request) -> Response:
         study_uid = request.path_params.get("study")
@@ -60,6 +62,8 @@ class StowEndpoint:
             [(p.record.study_uid, p.record.series_uid, p.record.sop_instance_uid) for p in outcome.stored],
             len(outcome.failed),
         )
+        if self.metrics is not None:
+            self.metrics.stow([p.stored.size for p in outcome.stored], [f.status for f in outcome.failed])
         ds = response_dataset(outcome, wado_base=self._wado_base(request), study_uid=study_uid)
         warnings = failure_warnings(outcome, request.url.netloc or "dicomweb")
         if "application/dicom+xml" in request.headers.get("accept", "") and "json" not in request.headers.get(

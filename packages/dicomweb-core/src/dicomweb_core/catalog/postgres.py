@@ -268,6 +268,13 @@ class PostgresCatalog:
             rows = await cur.fetchall()
         return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
 
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        async with self._read() as cur:
+            await cur.execute(_OUTBOX_BACKLOG)
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
+
     async def mark_events_sent(self, ids: Sequence[str]) -> None:
         if ids:
             now = time.time()
@@ -309,6 +316,8 @@ class PostgresCatalog:
         return len(rows)
 
 
+#: The outbox gauges (partial index ``outbox_pending``).
+_OUTBOX_BACKLOG = "SELECT count(*), min(created) FROM outbox WHERE sent IS NULL"
 _CLAIM_EVENTS = (
     "UPDATE outbox SET lease_until = %s WHERE id IN (SELECT id FROM outbox WHERE sent IS NULL"
     " AND (lease_until IS NULL OR lease_until < %s) ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED)"

@@ -196,6 +196,9 @@ class RemoteCatalog:
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
         return []
 
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        return 0, None
+
     async def mark_events_sent(self, ids: Sequence[str]) -> None:
         return None
 

@@ -304,6 +304,10 @@ class SQLiteCatalog:
         rows = await self._run(self._fetchall, _S.pending_events, (limit,))
         return [OutboxEvent(id=r[0], type=r[1], source=r[2], body=bytes(r[3]), attempts=r[4]) for r in rows]
 
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        rows = await self._run(self._fetchall, _OUTBOX_BACKLOG, ())
+        return int(rows[0][0]), rows[0][1]
+
     async def mark_events_sent(self, ids: Sequence[str]) -> None:
         await self._run(self._executemany_tx, _S.mark_sent, [(time.time(), i) for i in ids])
 
@@ -350,6 +354,8 @@ class SQLiteCatalog:
         return self._transaction(body)
 
 
+#: The outbox gauges (partial index ``outbox_pending``).
+_OUTBOX_BACKLOG = "SELECT count(*), min(created) FROM outbox WHERE sent IS NULL"
 _CLAIM_EVENTS = (
     "UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE sent IS NULL"
     " AND (lease_until IS NULL OR lease_until < ?) ORDER BY created, id LIMIT ?)"
