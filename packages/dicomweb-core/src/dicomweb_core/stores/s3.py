@@ -17,15 +17,16 @@ start-up so the first STOW or WADO request finds the client ready.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple
 
 from ..bucket import BucketConfig
 from ..errors import NotFoundError, StoreError
-from .base import READ_CHUNK, StoredObject
+from .base import READ_CHUNK, Leftover, ObjectInfo, ObjectWriter, StoredObject
 from .s3probe import BucketProbe
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,16 @@ class S3ObjectStore:
     async def open_writer(self, key: str) -> S3ObjectWriter:
         return S3ObjectWriter(self, key, await self.client())
 
+    async def commit_all(self, writers: Sequence[ObjectWriter]) -> list[StoredObject | StoreError]:
+        """Commit several writers concurrently; per writer, its object or why it failed."""
+        results = await asyncio.gather(*(w.commit() for w in writers), return_exceptions=True)
+        out: list[StoredObject | StoreError] = []
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, StoreError):
+                raise r
+            out.append(r)
+        return out
+
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` in ``READ_CHUNK`` chunks with one (ranged) GET."""
         if start < 0 or (end is not None and end <= start):
@@ -234,6 +245,49 @@ class S3ObjectStore:
         except _sdk().errors as exc:
             raise self._error("LIST", prefix + "*", exc) from exc
 
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        s3 = await self.client()
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket_name, Prefix=prefix, PaginationConfig={"PageSize": self._list_page_size}
+        )
+        try:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(
+                        key=str(item["Key"]),
+                        size=int(item.get("Size", 0)),
+                        modified=item["LastModified"].timestamp(),
+                    )
+        except _sdk().errors as exc:
+            raise self._error("LIST", prefix + "*", exc) from exc
+
+    async def list_leftovers(self) -> AsyncIterator[Leftover]:
+        """Incomplete multipart uploads (``name`` is ``key`` NUL ``upload id``)."""
+        s3 = await self.client()
+        pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket_name)
+        try:
+            async for page in pages:
+                for up in page.get("Uploads", ()):
+                    yield Leftover(
+                        kind="incomplete multipart upload",
+                        name=f"{up['Key']}\0{up['UploadId']}",
+                        modified=up["Initiated"].timestamp(),
+                    )
+        except _sdk().errors as exc:
+            raise self._error("LIST uploads", "", exc) from exc
+
+    async def remove_leftover(self, leftover: Leftover) -> None:
+        key, _, upload_id = leftover.name.partition("\0")
+        s3 = await self.client()
+        sdk = _sdk()
+        try:
+            await s3.abort_multipart_upload(Bucket=self.bucket_name, Key=key, UploadId=upload_id)
+        except sdk.ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchUpload"):
+                raise self._error("ABORT upload", key, exc) from exc
+        except sdk.errors as exc:
+            raise self._error("ABORT upload", key, exc) from exc
+
     async def check(self) -> None:
         """HeadBucket: raise :class:`StoreError` saying why the bucket is not usable.
 
@@ -292,6 +346,7 @@ class S3ObjectWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(store.max_concurrency)
         self._closed = False
+        self._hash = hashlib.sha256()
 
     @property
     def upload_id(self) -> str | None:
@@ -315,15 +370,30 @@ class S3ObjectWriter:
         if self._closed:
             raise StoreError(f"S3 writer for {self.key!r} is already committed or aborted")
         if self._upload_id is None:
+            body = self._take_buffer()
+            await self._digest(body)
             response = await self._guard(
-                "PutObject", self._s3.put_object(Bucket=self._bucket, Key=self.key, Body=self._take_buffer())
+                "PutObject", self._s3.put_object(Bucket=self._bucket, Key=self.key, Body=body)
             )
         else:
             if self._buffer.tell():
                 await self._guard("UploadPart", self._send_part(self._take_buffer()))
             response = await self._guard("CompleteMultipartUpload", self._complete())
         self._closed = True
-        return StoredObject(key=self.key, size=self._size, etag=str(response.get("ETag", "")).strip('"'))
+        etag = str(response.get("ETag", "")).strip('"')
+        return StoredObject(key=self.key, size=self._size, etag=etag, digest=self._hash.hexdigest())
+
+    async def _digest(self, part: io.BytesIO) -> None:
+        """Hash a part in order (small ones right here, large ones in a worker thread:
+        hashlib releases the GIL, the event loop goes on)."""
+        view = part.getbuffer()
+        try:
+            if len(view) < 256 * 1024:
+                self._hash.update(view)
+            else:
+                await asyncio.to_thread(self._hash.update, view)
+        finally:
+            view.release()
 
     async def abort(self) -> None:
         """Stop the uploads in flight and abort the multipart upload; never raises.
@@ -381,6 +451,7 @@ class S3ObjectWriter:
 
     async def _send_part(self, part: io.BytesIO) -> None:
         """Start uploading one part, once fewer than ``max_concurrency`` are in flight."""
+        await self._digest(part)
         if self._upload_id is None:
             response = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=self.key)
             self._upload_id = str(response["UploadId"])
