@@ -12,7 +12,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,9 +42,50 @@ def start(tmp_path: Path, **env: str) -> ServiceProcess:
     return server.start(timeout=30)
 
 
+@dataclass
+class Backend:
+    """Where the server keeps things, and how a test lists the stored revisions of an instance."""
+
+    name: str
+    env: dict[str, str]
+    tmp_path: Path
+    s3_admin: Any = None
+
+    def start(self, **env: str) -> ServiceProcess:
+        return start(self.tmp_path, **self.env, **env)
+
+    def objects(self, sop: str) -> list[str]:
+        if self.s3_admin is None:
+            return [p.name for p in objects(self.tmp_path, sop)]
+        listed = self.s3_admin.list_objects_v2(Bucket=self.env["BUCKET_NAME"]).get("Contents", [])
+        return sorted(o["Key"] for o in listed if is_instance_object(o["Key"], sop))
+
+    def wait_objects(self, sop: str, count: int, timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.objects(sop)
+            if len(found) == count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+@pytest.fixture(params=["file+sqlite", "file+postgresql", "s3+postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "file+sqlite":
+        return Backend(request.param, {}, tmp_path)
+    dsn: str = request.getfixturevalue("pg_database")
+    if request.param == "file+postgresql":
+        return Backend(request.param, {"CATALOG_URL": dsn}, tmp_path)
+    s3_admin: Any = request.getfixturevalue("s3_admin")
+    s3_env: dict[str, str] = request.getfixturevalue("s3_bucket_env")
+    bucket = f"integrity-{uuid.uuid4().hex[:12]}"
+    s3_admin.create_bucket(Bucket=bucket)
+    return Backend(request.param, {**s3_env, "BUCKET_NAME": bucket, "CATALOG_URL": dsn}, tmp_path, s3_admin)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServiceProcess]:
-    s = start(tmp_path)
+def server(backend: Backend) -> Iterator[ServiceProcess]:
+    s = backend.start()
     yield s
     s.stop()
 
@@ -76,7 +119,7 @@ def retrieve(base: str, study: str, series: str, sop: str) -> httpx.Response:
 
 def metadata(base: str, study: str) -> list[dict[str, object]]:
     resp = httpx.get(f"{base}/dicomweb/studies/{study}/metadata")
-    return resp.json() if resp.status_code == 200 else []  # type: ignore[no-any-return]
+    return resp.json() if resp.status_code == 200 else []
 
 
 def rows_of(meta: dict[str, object]) -> int:
@@ -93,7 +136,7 @@ def fsck(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_cut_off_restore_leaves_the_acknowledged_instance_intact(
-    server: ServiceProcess, tmp_path: Path
+    server: ServiceProcess, backend: Backend
 ) -> None:
     study, series, sop = uid(), uid(), uid()
     a = make_instance(study_uid=study, series_uid=series, sop_uid=sop, rows=16, cols=16)
@@ -107,7 +150,8 @@ def test_a_cut_off_restore_leaves_the_acknowledged_instance_intact(
     assert got.status_code == 200 and a in got.content and b not in got.content
     (meta,) = metadata(server.base, study)
     assert rows_of(meta) == 16
-    assert len(wait_objects(tmp_path, sop, 1)) == 1 and temp_files(tmp_path) == []
+    assert len(backend.wait_objects(sop, 1)) == 1
+    assert temp_files(backend.tmp_path) == []
 
 
 def _concurrently(jobs: list[tuple[str, bytes]], base: str) -> list[int]:
@@ -127,7 +171,7 @@ def _concurrently(jobs: list[tuple[str, bytes]], base: str) -> list[int]:
 
 
 def test_concurrent_stores_of_one_uid_end_with_one_consistent_winner(
-    server: ServiceProcess, tmp_path: Path
+    server: ServiceProcess, backend: Backend
 ) -> None:
     for _ in range(4):
         study, series, sop = uid(), uid(), uid()
@@ -142,10 +186,10 @@ def test_concurrent_stores_of_one_uid_end_with_one_consistent_winner(
         assert winner in got.content  # row, metadata and bytes of the same upload
         found = httpx.get(f"{server.base}/dicomweb/studies/{study}/instances").json()
         assert [f["00080018"]["Value"] for f in found] == [[sop]]
-        assert len(wait_objects(tmp_path, sop, 1)) == 1  # the superseded copies went
+        assert len(backend.wait_objects(sop, 1)) == 1  # the superseded copies went
 
 
-def test_one_uid_stored_concurrently_under_two_studies(server: ServiceProcess, tmp_path: Path) -> None:
+def test_one_uid_stored_concurrently_under_two_studies(server: ServiceProcess, backend: Backend) -> None:
     for _ in range(4):
         sop = uid()
         homes = [(uid(), uid()), (uid(), uid())]
@@ -160,19 +204,19 @@ def test_one_uid_stored_concurrently_under_two_studies(server: ServiceProcess, t
         assert got.status_code == 200 and blobs[w] in got.content
         loser = homes[1 - w][0]
         assert httpx.get(f"{server.base}/dicomweb/studies?StudyInstanceUID={loser}").json() == []
-        assert len(wait_objects(tmp_path, sop, 1)) == 1
+        assert len(backend.wait_objects(sop, 1)) == 1
 
 
 def test_identical_resend_is_idempotent_and_a_move_leaves_the_old_study_right(
-    server: ServiceProcess, tmp_path: Path
+    server: ServiceProcess, backend: Backend
 ) -> None:
     study, series, sop, other = uid(), uid(), uid(), uid()
     x = make_instance(study_uid=study, series_uid=series, sop_uid=sop)
     y = make_instance(study_uid=study, series_uid=series, sop_uid=other, InstanceNumber=2)
     assert post(server.base, [x, y]).status_code == 200
-    (first,) = objects(tmp_path, sop)
+    (first,) = backend.objects(sop)
     assert post(server.base, [x]).status_code == 200
-    assert wait_objects(tmp_path, sop, 1) == [first]  # the new copy went, the old one stays
+    assert backend.wait_objects(sop, 1) == [first]  # the new copy went, the old one stays
 
     new_study, new_series = uid(), uid()
     moved = make_instance(study_uid=new_study, series_uid=new_series, sop_uid=sop)
@@ -182,12 +226,12 @@ def test_identical_resend_is_idempotent_and_a_move_leaves_the_old_study_right(
     assert [m["00080018"]["Value"][0] for m in metadata(server.base, study)] == [other]  # type: ignore[index]
     assert retrieve(server.base, study, series, sop).status_code == 404
     assert moved in retrieve(server.base, new_study, new_series, sop).content
-    assert len(wait_objects(tmp_path, sop, 1)) == 1
+    assert len(backend.wait_objects(sop, 1)) == 1
 
 
 @pytest.mark.parametrize("policy", ["reject", "keep-first"])
-def test_duplicate_policies(policy: str, tmp_path: Path) -> None:
-    server = start(tmp_path, DUPLICATE_POLICY=policy)
+def test_duplicate_policies(policy: str, backend: Backend) -> None:
+    server = backend.start(DUPLICATE_POLICY=policy)
     try:
         study, series, sop = uid(), uid(), uid()
         a = make_instance(study_uid=study, series_uid=series, sop_uid=sop, rows=16, cols=16)
@@ -202,7 +246,7 @@ def test_duplicate_policies(policy: str, tmp_path: Path) -> None:
         else:
             assert resp.status_code == 200
         assert a in retrieve(server.base, study, series, sop).content
-        assert len(wait_objects(tmp_path, sop, 1)) == 1
+        assert len(backend.wait_objects(sop, 1)) == 1
     finally:
         server.stop()
 
