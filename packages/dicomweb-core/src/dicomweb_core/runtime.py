@@ -39,6 +39,9 @@ log = logging.getLogger("dicomweb")
 #: Readiness answers within this time (Kubernetes probes time out after 1 s by default;
 #: botocore's retries against an unreachable S3 would take several seconds).
 READY_TIMEOUT = 0.9
+#: Seconds between passes over the garbage records (objects whose removal after their
+#: commit failed); the start-up sweep does the rest.
+GARBAGE_INTERVAL = 60.0
 
 
 @dataclass
@@ -96,12 +99,26 @@ class Runtime:
         # After the check: a warm-up thread holding the GIL would slow it down.
         for warmup in self.warmups:
             self._warming.append(asyncio.create_task(warmup(), name="warm-up"))
-        if self.writer is not None and self.settings.startup_sweep_seconds > 0:
+        if self.writer is not None:
             cutoff = time.time() - self.settings.sweep_grace_seconds
             self._warming.append(asyncio.create_task(self._sweep(self.writer, cutoff), name="sweep"))
 
     async def _sweep(self, writer: CatalogWriter, cutoff: float) -> None:
-        """The start-up sweep; never raises (the next start, or ``dicomweb fsck``, retries)."""
+        """The start-up sweep, then garbage records now and then (a removal that failed after
+        a commit, e.g. S3 briefly away); never raises."""
+        if self.settings.startup_sweep_seconds > 0:
+            await self._startup_sweep(writer, cutoff)
+        from .sweep import collect_garbage
+
+        while True:
+            await asyncio.sleep(GARBAGE_INTERVAL)
+            try:
+                if removed := await collect_garbage(self.store, writer):
+                    log.info("removed %d superseded or deleted objects", removed)
+            except DicomwebError as exc:
+                log.warning("garbage collection failed (retried later): %s", exc.reason)
+
+    async def _startup_sweep(self, writer: CatalogWriter, cutoff: float) -> None:
         from .sweep import sweep
 
         try:
