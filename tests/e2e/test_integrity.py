@@ -7,6 +7,7 @@ leftovers of a kill -9 (reported by ``dicomweb fsck``, swept at the next start).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -328,3 +329,47 @@ def test_fsck_repair_removes_garbage_only(tmp_path: Path) -> None:
     stored.unlink()  # a row without its object: reported, never "repaired" away
     missing = fsck(tmp_path, "--repair", "--grace", "0")
     assert missing.returncode == 1 and "rows without objects: 1" in missing.stdout
+
+
+def test_fsck_on_s3_reports_and_repairs_incomplete_uploads_and_unreferenced_objects(
+    tmp_path: Path, s3_admin: Any, s3_bucket_env: dict[str, str], pg_database: str
+) -> None:
+    bucket = f"fsck-{uuid.uuid4().hex[:12]}"
+    s3_admin.create_bucket(Bucket=bucket)
+    env = {**s3_bucket_env, "BUCKET_NAME": bucket, "CATALOG_URL": pg_database}
+    backend = Backend("s3+postgresql", env, tmp_path, s3_admin)
+    server = backend.start()
+    study, series, sop = uid(), uid(), uid()
+    blob = make_instance(study_uid=study, series_uid=series, sop_uid=sop)
+    try:
+        assert post(server.base, [blob]).status_code == 200
+    finally:
+        server.stop()
+    (stored,) = backend.objects(sop)
+    orphan = stored.replace(f"{sop}.", f"{sop}.{'0' * 16}")
+    s3_admin.put_object(Bucket=bucket, Key=orphan, Body=blob)
+    upload = s3_admin.create_multipart_upload(
+        Bucket=bucket, Key=f"studies/{study}/series/{series}/instances/x.dcm"
+    )
+    s3_admin.upload_part(
+        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], PartNumber=1, Body=b"x"
+    )
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DICOMWEB, "fsck", *extra], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        )
+
+    report = run("--grace", "0")
+    assert report.returncode == 1, report.stdout + report.stderr
+    assert f"UNREFERENCED {orphan}" in report.stdout
+    assert (
+        "LEFTOVER incomplete multipart upload" in report.stdout and "rows without objects: 0" in report.stdout
+    )
+    repaired = run("--repair", "--grace", "0")
+    assert "removed: 0 garbage objects, 1 unreferenced objects, 1 leftovers" in repaired.stdout, (
+        repaired.stdout
+    )
+    assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert backend.objects(sop) == [stored]
+    assert run().returncode == 0
