@@ -373,3 +373,18 @@ def test_fsck_on_s3_reports_and_repairs_incomplete_uploads_and_unreferenced_obje
     assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert backend.objects(sop) == [stored]
     assert run().returncode == 0
+
+
+def test_fsck_and_reindex_refuse_the_read_only_remote_catalog(tmp_path: Path) -> None:
+    env = {**os.environ, "QUERY_ENDPOINT": "http://127.0.0.1:9/query"}
+    env.pop("CATALOG_URL", None)
+    for command in ("fsck", "reindex"):
+        done = subprocess.run(
+            [DICOMWEB, command, "--data-dir", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "QUERY_ENDPOINT is read-only" in done.stderr
