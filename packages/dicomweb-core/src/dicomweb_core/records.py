@@ -69,12 +69,7 @@ def instance_record(
 
 def identify(ds: Dataset, study_uid: str | None = None) -> tuple[str, str, str, str]:
     """Validated (study, series, sop instance, sop class) UIDs of a data set; raises
-    :class:`PartFailure` naming the bad one."""
-    return _identify(ds, study_uid)
-
-
-def _identify(ds: Dataset, study_uid: str | None) -> tuple[str, str, str, str]:
-    """Validate the identifying UIDs; return (study, series, sop instance, sop class)."""
+    :class:`PartFailure` naming the bad one (or a study that differs from ``study_uid``)."""
     sop_class = raw_text(ds, 0x00080016)
     sop = raw_text(ds, 0x00080018)
     study = raw_text(ds, 0x0020000D)

@@ -10,7 +10,7 @@ from .errors import DicomFormatError, StoreError
 from .events import IMAGE_STORED, EventSender, StoreInfo, image_event_body, new_event
 from .models import InstanceRecord
 from .pixelcheck import check_scan
-from .records import CANNOT_UNDERSTAND, PROCESSING_FAILURE, PartFailure, _identify, instance_record
+from .records import CANNOT_UNDERSTAND, PROCESSING_FAILURE, PartFailure, identify, instance_record
 from .scanner import DicomHeaderScanner, ScanResult
 from .stores.base import ObjectStore, ObjectWriter, StoredObject, instance_key, new_revision
 
@@ -81,7 +81,7 @@ class PartIngest:
 
     async def _open_writer(self) -> None:
         ds = self._scanner.dataset()
-        self._ids = _identify(ds, self._study_uid)
+        self._ids = identify(ds, self._study_uid)
         study, series, sop, _ = self._ids
         self._key = instance_key(study, series, sop, new_revision())
         self._writer = await self._store.open_writer(self._key)
