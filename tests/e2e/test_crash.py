@@ -129,21 +129,25 @@ def _client(base: str, ledger: Ledger, stop: threading.Event, rng: random.Random
                     ledger.acked.update(r["00081155"]["Value"][0] for r in refs)
 
 
-def _consistency(env: dict[str, str]) -> SweepReport:
-    """The ``dicomweb fsck`` check (same code), run in-process against the live backend."""
+class Checker:
+    """The ``dicomweb fsck`` check (same code), in-process against the live backend; the
+    store and the catalog stay open between rounds (an S3 client costs a second to make)."""
 
-    async def run() -> SweepReport:
+    def __init__(self, env: dict[str, str]) -> None:
         settings = load_settings(env)
-        store = build_store(settings)
-        catalog = build_database_catalog(settings)
-        await catalog.open()
-        try:
-            return await sweep(store, catalog, cutoff=time.time(), repair=False, check_rows=True)
-        finally:
-            await catalog.close()
-            await store.close()
+        self.loop = asyncio.new_event_loop()
+        self.store = build_store(settings)
+        self.catalog = build_database_catalog(settings)
+        self.loop.run_until_complete(self.catalog.open())
 
-    return asyncio.run(run())
+    def report(self) -> SweepReport:
+        check = sweep(self.store, self.catalog, cutoff=time.time(), repair=False, check_rows=True)
+        return self.loop.run_until_complete(check)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.catalog.close())
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
 
 
 def _verify(base: str, ledger: Ledger, studies: set[str]) -> int:
@@ -176,10 +180,10 @@ def _verify(base: str, ledger: Ledger, studies: set[str]) -> int:
     return verified
 
 
-def _wait_consistent(env: dict[str, str], timeout: float = 30.0) -> SweepReport:
+def _wait_consistent(checker: Checker, timeout: float = 30.0) -> SweepReport:
     deadline = time.monotonic() + timeout
     while True:
-        report = _consistency(env)
+        report = checker.report()
         if not report.problems and not report.young and not report.young_leftovers:
             return report
         if time.monotonic() > deadline:
@@ -197,8 +201,10 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(
     ledger = Ledger()
     kills = verified = 0
     started = time.monotonic()
+    checker: Checker | None = None
     try:
         server.start(timeout=30)
+        checker = Checker(env)  # after the first start: the catalog exists and is migrated
         for _ in range(KILL_POINTS):
             stop = threading.Event()
             before = {s: len(v) for s, v in ledger.sent.items()}
@@ -220,7 +226,7 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(
             # Studies with anything sent this round: new instances and re-stored ones.
             touched = {ledger.study_of(s) for s, v in ledger.sent.items() if len(v) != before.get(s)}
             verified += _verify(server.base, ledger, touched)
-            _wait_consistent(env)
+            _wait_consistent(checker)
         # Everything once more at the end, the CLI fsck included, and the events.
         all_studies = {v[0].study for v in ledger.sent.values()}
         final = _verify(server.base, ledger, all_studies)
@@ -241,6 +247,8 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(
             time.sleep(0.2)
         assert ledger.acked <= delivered, f"{len(ledger.acked - delivered)} acknowledged without an event"
     finally:
+        if checker is not None:
+            checker.close()
         server.stop()
         sink.stop()
     elapsed = time.monotonic() - started
