@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -248,7 +249,13 @@ def create_app_from_env() -> Starlette:
     handoff = orjson.loads(os.environ.get(_WORKER_HANDOFF, "{}"))
     command = handoff.get("command", "serve")
     settings = load_settings({**os.environ, **handoff.get("variables", {})})
-    return create_app(command, settings)
+    app = create_app(command, settings)
+    # The start-up sweep leaves alone what is younger than the *parent's* start: a sibling
+    # worker (or one uvicorn restarts later) may have an upload in flight since then.
+    started = handoff.get("started")
+    if isinstance(started, int | float):
+        app.state.runtime.started_at = float(started)
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"dicomweb: configuration error: {exc.reason}\n")
         return 2
     if args.workers > 1:
-        handoff = {"command": args.command, "variables": _options_as_variables(args)}
+        handoff = {
+            "command": args.command,
+            "variables": _options_as_variables(args),
+            "started": time.time(),
+        }
         os.environ[_WORKER_HANDOFF] = orjson.dumps(handoff).decode()
     import uvicorn
 

@@ -59,6 +59,9 @@ class Runtime:
     #: Work started in the background at start-up, after the catalog opens (loading the S3
     #: SDK): readiness does not wait for it, the first request finds it done. Never raises.
     warmups: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    #: When the service started (epoch seconds): the parent's start with several workers,
+    #: else this process' (see :meth:`start`). The start-up sweep only takes what is older.
+    started_at: float | None = None
     _warming: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
@@ -100,7 +103,8 @@ class Runtime:
         for warmup in self.warmups:
             self._warming.append(asyncio.create_task(warmup(), name="warm-up"))
         if self.writer is not None:
-            cutoff = time.time() - self.settings.sweep_grace_seconds
+            started = self.started_at if self.started_at is not None else time.time()
+            cutoff = started - self.settings.sweep_grace_seconds
             self._warming.append(asyncio.create_task(self._sweep(self.writer, cutoff), name="sweep"))
 
     async def _sweep(self, writer: CatalogWriter, cutoff: float) -> None:
