@@ -37,7 +37,7 @@ async def pipeline(requests: list[tuple[bytes, str]], n: int) -> tuple[float, fl
         runtime = build_runtime(load_settings({}, data_dir=Path(tmp)))
         await runtime.start()
         try:
-            stow = StowPipeline(runtime.store, runtime.catalog, runtime.ingest_options)
+            stow = StowPipeline(runtime.store, runtime.writer, runtime.ingest_options)
 
             async def body(data: bytes) -> AsyncIterator[bytes]:
                 for i in range(0, len(data), CHUNK):

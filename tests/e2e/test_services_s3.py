@@ -19,6 +19,7 @@ import pytest
 
 from tests.dicomfiles import make_instance, multipart_related, pydicom_testfile
 from tests.faultproxy import FaultProxy
+from tests.objectkeys import is_instance_object
 from tests.outbox import postgres_outbox, settled
 from tests.servers import DICOMWEB, ServiceProcess, free_port
 from tests.sink import EventSink
@@ -79,9 +80,13 @@ def uids(blob: bytes) -> tuple[str, str, str]:
     return ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
 
 
-def key_of(blob: bytes) -> str:
+def key_of(s3_admin: Any, bucket: str, blob: bytes) -> str:
+    """The one object in ``bucket``: a stored revision of ``blob``'s instance."""
+    keys = bucket_keys(s3_admin, bucket)
     study, series, sop = uids(blob)
-    return f"studies/{study}/series/{series}/instances/{sop}.dcm"
+    assert len(keys) == 1 and keys[0].startswith(f"studies/{study}/series/{series}/instances/"), keys
+    assert is_instance_object(keys[0], sop), keys
+    return keys[0]
 
 
 def catalog_rows(dsn: str) -> list[tuple[str, str]]:
@@ -110,9 +115,10 @@ def test_stored_on_stow_service_is_retrievable_from_wado_service_at_once(
     resp = stow(deployment.stow.base, [blob])
     assert resp.status_code == 200, resp.text
 
-    obj = s3_admin.get_object(Bucket=deployment.bucket, Key=key_of(blob))
+    key = key_of(s3_admin, deployment.bucket, blob)
+    obj = s3_admin.get_object(Bucket=deployment.bucket, Key=key)
     assert obj["Body"].read() == blob
-    assert catalog_rows(deployment.dsn) == [(sop, key_of(blob))]
+    assert catalog_rows(deployment.dsn) == [(sop, key)]
 
     # The other process, right after the answer: no cache, no delay.
     found = httpx.get(deployment.wado.base + f"/wado-rs/studies?StudyInstanceUID={study}")
@@ -135,7 +141,7 @@ def test_a_large_instance_goes_up_as_a_multipart_upload_and_reads_back(
     blob = make_instance(rows=1024, cols=1024, frames=6)  # 12 MiB: three 5 MiB parts
     study, series, sop = uids(blob)
     assert stow(deployment.stow.base, [blob]).status_code == 200
-    head = s3_admin.head_object(Bucket=deployment.bucket, Key=key_of(blob))
+    head = s3_admin.head_object(Bucket=deployment.bucket, Key=key_of(s3_admin, deployment.bucket, blob))
     assert head["ContentLength"] == len(blob)
     assert head["ETag"].strip('"').endswith("-3")  # really a multipart upload
     assert pending_uploads(s3_admin, deployment.bucket) == []
@@ -184,11 +190,11 @@ def test_s3_unreachable_at_the_start_of_a_part_fails_only_that_request(
 
     proxy.mode = "pass"
     assert stow(deployment.stow.base, [blob]).status_code == 200
-    assert bucket_keys(s3_admin, deployment.bucket) == [key_of(blob)]
+    key = key_of(s3_admin, deployment.bucket, blob)
     # One event in the outbox (none for the refused request), delivered.
     ((event_id, _, _),) = settled(lambda: postgres_outbox(deployment.dsn), 1)
     assert [e.id for e in sink.events] == [event_id]
-    assert sink.events[0].json()["store"]["objectName"] == key_of(blob)
+    assert sink.events[0].json()["store"]["objectName"] == key
 
 
 def test_s3_failing_mid_upload_fails_that_part_and_leaves_no_upload(
@@ -202,13 +208,13 @@ def test_s3_failing_mid_upload_fails_that_part_and_leaves_no_upload(
     assert resp.status_code == 202, resp.text
     assert failure_reasons(resp) == [PROCESSING_FAILURE]
     assert proxy.cuts > 0
-    assert bucket_keys(s3_admin, deployment.bucket) == [key_of(small)]
+    key = key_of(s3_admin, deployment.bucket, small)
     assert pending_uploads(s3_admin, deployment.bucket) == []
     assert [r[0] for r in catalog_rows(deployment.dsn)] == [uids(small)[2]]
     # One event in the outbox (none for the failed part), delivered.
     ((event_id, _, _),) = settled(lambda: postgres_outbox(deployment.dsn), 1)
     assert [e.id for e in sink.events] == [event_id]
-    assert [e.json()["store"]["objectName"] for e in sink.events] == [key_of(small)]
+    assert [e.json()["store"]["objectName"] for e in sink.events] == [key]
 
 
 def test_wrong_credentials_make_readiness_fail_with_the_reason(
@@ -294,7 +300,7 @@ def test_bucket_configuration_from_mounted_configmap_and_secret(
     try:
         blob = make_instance()
         assert stow(svc.base, [blob]).status_code == 200
-        assert bucket_keys(s3_admin, bucket) == [key_of(blob)]
+        key_of(s3_admin, bucket, blob)
     finally:
         svc.stop()
 

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from tests.dicomfiles import make_instance, multipart_related
+from tests.objectkeys import is_instance_object
 from tests.outbox import settled, sqlite_outbox
 from tests.servers import ServiceProcess
 from tests.sink import EventSink
@@ -69,7 +70,7 @@ def test_one_event_per_stored_instance_with_alvearie_shape(tmp_path: Path, sink:
         store = body["store"]
         assert store["provider"] == "provider-x"
         assert store["bucketName"] == "data"
-        assert store["objectName"].endswith(f"/instances/{sop['value']}.dcm")
+        assert is_instance_object(store["objectName"], sop["value"])
         assert store["wadoInternalEndpoint"] == "http://img-ingest-wado.default.svc.cluster.local/wado-rs"
         assert store["wadoExternalEndpoint"] == "https://img-ingest-wado.default.example.com/wado-rs"
     assert seen == sops

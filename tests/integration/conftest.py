@@ -27,7 +27,7 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
         drop_database(pg_admin_dsn, dsn)
 
 
-_TABLES = "studies, series, instances, seq_attrs, outbox"
+_TABLES = "studies, series, instances, seq_attrs, outbox, garbage"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

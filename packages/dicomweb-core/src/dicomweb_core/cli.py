@@ -1,5 +1,6 @@
 """The ``dicomweb`` command: ``serve`` (embedded all-in-one), ``stow-svc``, ``wado-svc``,
-``reindex`` (rebuild the catalog from the stored objects), ``push`` (bulk STOW-RS client)."""
+``reindex`` (rebuild the catalog from the stored objects), ``fsck`` (check that catalog and
+store agree; ``--repair`` removes garbage), ``push`` (bulk STOW-RS client)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,6 +147,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     reindex.add_argument("--concurrency", type=int, default=8, help="objects scanned at once (default 8)")
     reindex.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    fsck = sub.add_parser("fsck", help="check that the catalog and the object store agree")
+    fsck.add_argument("--data-dir", default=None, help="file store (default: BUCKET_* config)")
+    fsck.add_argument("--catalog-url", default="", help="default $CATALOG_URL (SQLite in --data-dir)")
+    fsck.add_argument(
+        "--repair", action="store_true", help="remove garbage (never anything a row references)"
+    )
+    fsck.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="leave things younger than this many seconds alone (default $SWEEP_GRACE_SECONDS or 900)",
+    )
+    fsck.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     from .push.command import add_parser as add_push_parser
 
     add_push_parser(sub)
@@ -155,13 +170,11 @@ def _run_reindex(args: argparse.Namespace) -> int:
     import asyncio
 
     from .reindex import reindex
-    from .runtime import build_catalog, build_store
+    from .runtime import build_database_catalog, build_store
 
     settings = load_settings(_environment(args))
-    if settings.query_endpoint and not settings.catalog_url:
-        raise ConfigError("reindex needs a catalog database (CATALOG_URL); QUERY_ENDPOINT is read-only")
+    catalog = build_database_catalog(settings)
     store = build_store(settings)
-    catalog = build_catalog(settings, store)
 
     async def run() -> int:
         await catalog.open()
@@ -183,6 +196,34 @@ def _run_reindex(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except DicomwebError as exc:
         sys.stderr.write(f"dicomweb reindex: {exc.reason}\n")
+        return 1
+
+
+def _run_fsck(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .fsck import fsck, write_report
+    from .runtime import build_database_catalog, build_store
+
+    settings = load_settings(_environment(args))
+    catalog = build_database_catalog(settings)
+    store = build_store(settings)
+    grace = settings.sweep_grace_seconds if args.grace is None else max(0.0, args.grace)
+
+    async def run() -> int:
+        await catalog.open()
+        try:
+            report = await fsck(store, catalog, grace=grace, repair=args.repair)
+        finally:
+            await catalog.close()
+            await store.close()
+        write_report(report, sys.stdout, repair=args.repair)
+        return 1 if report.problems else 0
+
+    try:
+        return asyncio.run(run())
+    except DicomwebError as exc:
+        sys.stderr.write(f"dicomweb fsck: {exc.reason}\n")
         return 1
 
 
@@ -266,7 +307,13 @@ def create_app_from_env() -> Starlette:
     command = handoff.get("command", "serve")
     settings = load_settings({**os.environ, **handoff.get("variables", {})})
     configure_logging(settings.observability)  # each worker process logs like the parent
-    return create_app(command, settings)
+    app = create_app(command, settings)
+    # The start-up sweep leaves alone what is younger than the *parent's* start: a sibling
+    # worker (or one uvicorn restarts later) may have an upload in flight since then.
+    started = handoff.get("started")
+    if isinstance(started, int | float):
+        app.state.runtime.started_at = float(started)
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(load_observability(_environment(args)))
         if args.command == "reindex":
             return _run_reindex(args)
+        if args.command == "fsck":
+            return _run_fsck(args)
         from .auth import check_bind
 
         # Parsed and checked once, here: bad configuration fails at start-up with one line,
@@ -307,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"dicomweb: cannot listen on {args.host}:{args.port}: {busy}\n")
         return 2
     if args.workers > 1:
-        handoff = {"command": args.command, "variables": _options_as_variables(args)}
+        handoff = {
+            "command": args.command,
+            "variables": _options_as_variables(args),
+            "started": time.time(),
+        }
         os.environ[_WORKER_HANDOFF] = orjson.dumps(handoff).decode()
     import uvicorn
 

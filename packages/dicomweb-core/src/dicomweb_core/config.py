@@ -79,6 +79,14 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     #: The web UI's viewer (:mod:`dicomweb_core.ui`).
     ui: UiSettings = field(default_factory=UiSettings)
+    #: A re-store of a catalogued SOP Instance UID with other content: ``replace`` (last
+    #: acknowledged wins), ``keep-first`` (the new copy is dropped) or ``reject`` (fails).
+    duplicate_policy: str = "replace"
+    #: Unreferenced objects, temp files and incomplete uploads younger than this are left
+    #: alone by the sweep and by ``fsck --repair`` (they may belong to an upload in flight).
+    sweep_grace_seconds: float = 900.0
+    #: Time budget of the start-up sweep of leftovers (0: no start-up sweep).
+    startup_sweep_seconds: float = 60.0
 
     @property
     def resolved_catalog_url(self) -> str:
@@ -121,8 +129,15 @@ def load_settings(env: Mapping[str, str], **overrides: object) -> Settings:
         limits=load_limits(env),
         observability=load_observability(env),
         ui=load_ui_settings(env),
+        duplicate_policy=env.get("DUPLICATE_POLICY", "") or "replace",
+        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 900.0),
+        startup_sweep_seconds=_float(env, "STARTUP_SWEEP_SECONDS", 60.0),
     )
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    if settings.duplicate_policy not in ("replace", "keep-first", "reject"):
+        raise ConfigError(
+            f"DUPLICATE_POLICY={settings.duplicate_policy!r} must be replace, keep-first or reject"
+        )
     for name in ("k_sink", "query_endpoint", "public_base_url"):
         value = getattr(settings, name)
         if value and not value.startswith(("http://", "https://")):

@@ -77,3 +77,5 @@ class InstanceRecord:
     instance_number: int | None = None
     etag: str = ""
     created: float = 0.0
+    #: SHA-256 (hex) of the stored object's bytes; tells an identical re-send from new content.
+    digest: str = ""

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pydicom.uid import UID
 
 from .errors import DicomFormatError, NotFoundError
-from .ingest import PartFailure, identify, instance_record
 from .models import InstanceRecord
+from .records import PartFailure, identify, instance_record
 from .scanner import DicomHeaderScanner
 from .stores.base import ObjectStore, StoredObject
 

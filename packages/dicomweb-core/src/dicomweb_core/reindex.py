@@ -2,7 +2,9 @@
 
 Every object under the prefix is scanned with ranged reads of its header
 (:func:`~.objectscan.scan_object`) and upserted into the catalog, in batches, without
-events (the objects were announced when they were stored). Losing the catalog database
+events. Keys sort by revision (oldest first), so when several stored revisions of one
+instance remain (garbage not yet removed) the newest one ends up in the row and the
+others are recorded as garbage (the objects were announced when they were stored). Losing the catalog database
 therefore loses nothing but time. Objects that are not DICOM are reported and skipped.
 """
 
@@ -13,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .catalog.base import Catalog
+from .catalog.base import CatalogWriter
 from .errors import DicomwebError
 from .models import InstanceRecord
 from .objectscan import scan_object
@@ -30,7 +32,7 @@ class ReindexReport:
 
 async def reindex(
     store: ObjectStore,
-    catalog: Catalog,
+    catalog: CatalogWriter,
     *,
     prefix: str = "studies/",
     max_header_size: int = 64 << 20,

@@ -157,7 +157,7 @@ def build_app(runtime: Runtime, services: dict[str, EntryPoint], *, combined: bo
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        *observability.routes(runtime.catalog),
+        *observability.routes(runtime.outbox),
         Route("/", landing.respond),
     ]
     if combined:

@@ -27,7 +27,7 @@ ACCEPTED_TYPES = ("application/dicom", "")
 class StowEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.pipeline = StowPipeline(runtime.store, runtime.catalog, runtime.ingest_options)
+        self.pipeline = StowPipeline(runtime.store, runtime.writer, runtime.ingest_options)
         self.wado_external = runtime.settings.wado_external_endpoint.rstrip("/")
         self.public_base = runtime.settings.public_base_url
         self.metrics = service_metrics(runtime.settings.observability)

@@ -150,7 +150,7 @@ class WadoEndpoints:
         deleted = await delete(
             at,
             self.runtime.store,
-            self.runtime.catalog,
+            self.runtime.writer,
             emit_events=self.emit_events,
             event_source=self.event_source,
         )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import Catalog, OutboxEvent
+from .base import CatalogReader, CatalogWriter, DatabaseCatalog, Outbox, OutboxEvent
 
-__all__ = ["Catalog", "OutboxEvent"]
+__all__ = ["CatalogReader", "CatalogWriter", "DatabaseCatalog", "Outbox", "OutboxEvent"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..models import InstanceRecord
 
@@ -37,10 +37,7 @@ def events_for(
     return events(records) if callable(events) else events
 
 
-class Catalog(Protocol):
-    #: True when events can be written to a durable outbox in the catalog's transaction.
-    has_outbox: bool
-
+class Lifecycle(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -49,18 +46,9 @@ class Catalog(Protocol):
         """Raise :class:`CatalogError` if the catalog is not usable (for ``/readyz``)."""
         ...
 
-    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
-        """Insert or replace the row for ``record.sop_instance_uid`` and enqueue ``events``,
-        in one transaction. Returns the previous object key if it differs from the new one
-        (the caller removes that object), else ``None``."""
-        ...
 
-    async def upsert_instances(
-        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
-    ) -> list[str | None]:
-        """Bulk :meth:`upsert_instance`: all ``records`` and ``events`` in one transaction.
-        Returns, per record, the previous object key when it differed, else ``None``."""
-        ...
+class CatalogReader(Lifecycle, Protocol):
+    """What WADO and QIDO need: find instances, search. Every catalog implements this."""
 
     async def get_instance(
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
@@ -68,6 +56,66 @@ class Catalog(Protocol):
 
     async def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         """Instances of a study or series, ordered by series, instance number, SOP UID."""
+        ...
+
+    async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:
+        """QIDO-RS: the DICOM JSON result objects for ``query`` (see :mod:`.qido`), in a stable
+        order, with ``RetrieveURL`` built from ``base_url`` (``http://host:port/dicomweb``)."""
+        ...
+
+
+DuplicatePolicy = Literal["replace", "keep-first", "reject"]
+DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = ("replace", "keep-first", "reject")
+
+#: What a store did with one instance (see :meth:`CatalogWriter.store_instances`).
+#: ``stored``: the row now points at the new object (a superseded one became garbage);
+#: ``identical``: the same bytes were already catalogued, the new copy became garbage;
+#: ``kept``: policy ``keep-first`` kept the catalogued instance, the new copy became garbage;
+#: ``rejected``: policy ``reject`` refused a different instance under a catalogued UID.
+Decision = Literal["stored", "identical", "kept", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """One instance to catalogue, with the events to enqueue if (and only if) it is stored."""
+
+    record: InstanceRecord
+    events: Sequence[OutboxEvent] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """Per item, what was done; and the object keys recorded as garbage by the transaction
+    (the caller removes those objects, then :meth:`CatalogWriter.forget_garbage`)."""
+
+    decisions: list[Decision]
+    garbage: list[str]
+
+
+class CatalogWriter(Lifecycle, Protocol):
+    """What STOW, DELETE and ``reindex`` need. Object keys are never reused: a key that a
+    row stops referencing is recorded as *garbage* in the same transaction, and its object
+    is removed only after the commit (:meth:`garbage` / :meth:`forget_garbage`)."""
+
+    async def store_instances(
+        self, items: Sequence[NewInstance], policy: DuplicatePolicy = "replace"
+    ) -> StoreResult:
+        """Catalogue ``items`` in one transaction, following ``policy`` for a SOP Instance
+        UID that is already catalogued with other content (``record.digest`` differs); an
+        identical re-send keeps the existing row. Every object key that ends up unreferenced
+        (superseded, or the new copy of a duplicate) is recorded as garbage."""
+        ...
+
+    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
+        """Insert or replace the row for ``record.sop_instance_uid`` and enqueue ``events``,
+        in one transaction. Returns the previous object key if it differs from the new one
+        (recorded as garbage), else ``None``."""
+        ...
+
+    async def upsert_instances(
+        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
+    ) -> list[str | None]:
+        """Bulk :meth:`upsert_instance`: all ``records`` and ``events`` in one transaction."""
         ...
 
     async def delete_instances(
@@ -78,14 +126,30 @@ class Catalog(Protocol):
         events: Sequence[OutboxEvent] | EventsFor = (),
     ) -> list[InstanceRecord]:
         """Delete matching rows (and enqueue ``events``) in one transaction; return them.
-        ``events`` may be a function of the deleted records, called inside the transaction,
-        so the events name exactly what was deleted (nothing stored meanwhile is missed)."""
+        Their object keys are recorded as garbage in the same transaction. ``events`` may
+        be a function of the deleted records, called inside the transaction, so the events
+        name exactly what was deleted (nothing stored meanwhile is missed)."""
         ...
 
-    async def search(self, query: QidoQuery, base_url: str = "") -> list[dict[str, Any]]:
-        """QIDO-RS: the DICOM JSON result objects for ``query`` (see :mod:`.qido`), in a stable
-        order, with ``RetrieveURL`` built from ``base_url`` (``http://host:port/dicomweb``)."""
+    async def garbage(self, limit: int = 500) -> list[str]:
+        """Object keys no row references any more, oldest first (to be removed)."""
         ...
+
+    async def forget_garbage(self, keys: Sequence[str]) -> None:
+        """Drop garbage records whose objects are gone."""
+        ...
+
+    async def referenced_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that a row references (or that are recorded as garbage)."""
+        ...
+
+    def all_object_keys(self) -> AsyncIterator[list[str]]:
+        """Every referenced object key, in batches (for ``fsck``)."""
+        ...
+
+
+class Outbox(Protocol):
+    """The durable event outbox, written in the catalog's transactions."""
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]: ...
 
@@ -114,3 +178,11 @@ class Catalog(Protocol):
         study-level event yet, enqueue ``make_event(study_uid, study_attrs_json)`` and mark
         the revision covered, in one transaction. Returns how many were enqueued."""
         ...
+
+
+class DatabaseCatalog(CatalogReader, CatalogWriter, Outbox, Protocol):
+    """A catalog of our own (SQLite, PostgreSQL): reads, writes and the outbox."""
+
+
+#: The former name of :class:`DatabaseCatalog`.
+Catalog = DatabaseCatalog

@@ -18,10 +18,19 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
+from .base import (
+    DuplicatePolicy,
+    EventsFor,
+    NewInstance,
+    OutboxEvent,
+    QuietEventFactory,
+    StoreResult,
+    events_for,
+)
 from .rows import RECORD_COLUMNS, instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, pending_migrations
 from .sql import instance_filter, statements, study_count_params
+from .writes import CurrentRow, WritePlan, plan_writes
 
 if TYPE_CHECKING:
     from .qido import QidoQuery
@@ -37,8 +46,6 @@ Cursor = AsyncCursor[tuple[Any, ...]]
 
 class PostgresCatalog:
     """Catalog in a PostgreSQL database reached by ``dsn`` (``postgresql://user@host:port/db``)."""
-
-    has_outbox = True
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> None:
         self.dsn = dsn
@@ -140,45 +147,68 @@ class PostgresCatalog:
     ) -> list[str | None]:
         if not records:
             return []
+        return (await self._write(list(records), None, events, "replace")).previous
+
+    async def store_instances(
+        self, items: Sequence[NewInstance], policy: DuplicatePolicy = "replace"
+    ) -> StoreResult:
+        if not items:
+            return StoreResult([], [])
+        plan = await self._write([i.record for i in items], [i.events for i in items], (), policy)
+        return StoreResult(plan.decisions, plan.garbage)
+
+    async def _write(
+        self,
+        records: list[InstanceRecord],
+        item_events: list[Sequence[OutboxEvent]] | None,
+        events: Sequence[OutboxEvent],
+        policy: DuplicatePolicy,
+    ) -> WritePlan:
         now = time.time()
         rows = [instance_rows(r, now) for r in records]
-        uids = [r.sop_instance_uid for r in records]
+        uids = sorted({r.sop_instance_uid for r in records})
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 async with self._tx() as cur:
+                    # The SOP Instance UIDs first: two stores of one UID (in any study) are
+                    # serialised even when no row exists yet, so each sees the other's row.
+                    await cur.executemany(_LOCK, [("sop:" + u,) for u in uids])
                     locked = sorted({r.study_uid for r in records})
                     await cur.executemany(_LOCK, [(s,) for s in locked])
                     await cur.execute(
-                        "SELECT sop_instance_uid, study_uid, series_uid, object_key FROM instances"
+                        "SELECT sop_instance_uid, study_uid, series_uid, object_key, digest FROM instances"
                         " WHERE sop_instance_uid = ANY(%s) FOR UPDATE",
                         (uids,),
                     )
-                    old = {r[0]: r for r in await cur.fetchall()}
+                    current = {r[0]: CurrentRow(*r[1:]) for r in await cur.fetchall()}
                     # An instance moving away from another study: that study's counts change too.
-                    moved_from = sorted({o[1] for o in old.values()} - set(locked))
+                    moved_from = sorted({o.study_uid for o in current.values()} - set(locked))
                     await cur.executemany(_LOCK, [(s,) for s in moved_from])
-                    if old:
+                    plan = plan_writes(records, current, policy)
+                    if plan.replaced:
                         await cur.execute(
-                            "DELETE FROM seq_attrs WHERE sop_instance_uid = ANY(%s)", (list(old),)
+                            "DELETE FROM seq_attrs WHERE sop_instance_uid = ANY(%s)", (plan.replaced,)
                         )
-                    await cur.executemany(_S.upsert_instance, [r.instance for r in rows])
-                    await cur.executemany(_S.upsert_series, last_per_key([r.series for r in rows]))
-                    await cur.executemany(_S.upsert_study, last_per_key([r.study for r in rows]))
-                    seq = [s for r in rows for s in r.seq]
+                    winners = [rows[i] for i in plan.apply]
+                    if winners:
+                        await cur.executemany(_S.upsert_instance, [r.instance for r in winners])
+                        await cur.executemany(_S.upsert_series, last_per_key([r.series for r in winners]))
+                        await cur.executemany(_S.upsert_study, last_per_key([r.study for r in winners]))
+                    seq = [s for r in winners for s in r.seq]
                     if seq:
                         await cur.executemany(_S.insert_seq, seq)
-                    series = dict.fromkeys([o[2] for o in old.values()] + [r.series_uid for r in records])
-                    await self._refresh(cur, series, locked + moved_from)
-                    await self._enqueue(cur, events, now)
+                    await self._refresh(cur, plan.series, sorted(plan.studies))
+                    chosen = (
+                        [e for i in plan.apply for e in item_events[i]] if item_events is not None else []
+                    )
+                    await self._enqueue(cur, [*events, *chosen], now)
+                    if plan.garbage:
+                        await cur.executemany(_S.insert_garbage, [(k, now) for k in plan.garbage])
             except psycopg.errors.DeadlockDetected as exc:
                 if attempt == _DEADLOCK_RETRIES - 1:
                     raise CatalogError(f"postgres catalog: {exc}") from exc
                 continue
-            previous: list[str | None] = []
-            for rec in records:
-                o = old.get(rec.sop_instance_uid)
-                previous.append(o[3] if o is not None and o[3] != rec.object_key else None)
-            return previous
+            return plan
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -215,9 +245,11 @@ class PostgresCatalog:
                 params,
             )
             records = [record_from_row(r) for r in await cur.fetchall()]
+            now = time.time()
             if records:
                 await self._refresh(cur, dict.fromkeys(r.series_uid for r in records), [study_uid])
-            await self._enqueue(cur, events_for(events, records), time.time())
+                await cur.executemany(_S.insert_garbage, [(r.object_key, now) for r in records])
+            await self._enqueue(cur, events_for(events, records), now)
         return records
 
     # -- reads ----------------------------------------------------------------------------
@@ -259,6 +291,40 @@ class PostgresCatalog:
                 )
                 extra = {k: bytes(m) for k, m in await cur.fetchall() if m is not None}
         return qidosql.results(query, rows, extra, base_url)
+
+    # -- garbage --------------------------------------------------------------------------
+
+    async def garbage(self, limit: int = 500) -> list[str]:
+        async with self._read() as cur:
+            await cur.execute(_S.select_garbage, (limit,))
+            return [r[0] for r in await cur.fetchall()]
+
+    async def forget_garbage(self, keys: Sequence[str]) -> None:
+        if keys:
+            async with self._tx() as cur:
+                await cur.execute("DELETE FROM garbage WHERE object_key = ANY(%s)", (list(keys),))
+
+    async def referenced_keys(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self._read() as cur:
+            await cur.execute(
+                "SELECT object_key FROM instances WHERE object_key = ANY(%s)"
+                " UNION SELECT object_key FROM garbage WHERE object_key = ANY(%s)",
+                (list(keys), list(keys)),
+            )
+            return {r[0] for r in await cur.fetchall()}
+
+    async def all_object_keys(self) -> AsyncIterator[list[str]]:
+        after = ""
+        while True:
+            async with self._read() as cur:
+                await cur.execute(_S.key_page, (after, 1000))
+                page = [r[0] for r in await cur.fetchall()]
+            if not page:
+                return
+            yield page
+            after = page[-1]
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -12,15 +12,15 @@ builds it from our ``ImageStoredEvent`` s. We only read it:
   ``queryAttributes`` keyed by decimal tag) answers QIDO; results carry ``attributes`` as
   DICOM JSON-like ``{vr, Value: [strings]}``.
 
-There is no outbox (``has_outbox = False``): STOW sends each event synchronously and writes
-nothing here; the ingestion service learns of the instance from the event.
+It is a :class:`~.base.CatalogReader` only: no writes, no outbox. STOW sends each event
+synchronously and writes nothing here (the ingestion service learns of the instance from
+the event); DELETE and ``reindex`` are refused at start-up in this topology.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -28,7 +28,6 @@ import httpx
 
 from ..errors import CatalogError, NotFoundError
 from ..models import InstanceRecord
-from .base import EventsFor, OutboxEvent, QuietEventFactory
 
 if TYPE_CHECKING:
     from ..stores.base import ObjectStore
@@ -41,8 +40,6 @@ _SOP_INSTANCE_UID = 0x00080018
 
 
 class RemoteCatalog:
-    has_outbox = False
-
     def __init__(
         self,
         endpoint: str,
@@ -101,7 +98,7 @@ class RemoteCatalog:
     # -- reads ----------------------------------------------------------------------------
 
     async def _records(self, results: list[dict[str, Any]]) -> list[InstanceRecord]:
-        from ..objectscan import scan_object
+        from ..objectscan import scan_object  # pydicom: loaded on first use
 
         slots = asyncio.Semaphore(self._concurrency)
 
@@ -171,50 +168,6 @@ class RemoteCatalog:
         )
         results = await self._call("POST", "/studies", model)
         return [_to_dicom_json(r.get("attributes") or {}, query, base_url) for r in results]
-
-    # -- writes: the ingestion service owns the database --------------------------------
-
-    async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
-        return None
-
-    async def upsert_instances(
-        self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
-    ) -> list[str | None]:
-        return [None] * len(records)
-
-    async def delete_instances(
-        self,
-        study_uid: str,
-        series_uid: str | None = None,
-        sop_instance_uid: str | None = None,
-        events: Sequence[OutboxEvent] | EventsFor = (),
-    ) -> list[InstanceRecord]:
-        raise CatalogError("DELETE is not available with QUERY_ENDPOINT (the query API is read-only)")
-
-    # -- no outbox ------------------------------------------------------------------------
-
-    async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
-        return []
-
-    async def outbox_backlog(self) -> tuple[int, float | None]:
-        return 0, None
-
-    async def mark_events_sent(self, ids: Sequence[str]) -> None:
-        return None
-
-    async def record_event_attempt(self, event_id: str) -> None:
-        return None
-
-    async def claim_events(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxEvent]:
-        return []
-
-    async def release_events(self, ids: Sequence[str]) -> None:
-        return None
-
-    async def enqueue_quiet_studies(
-        self, quiet_before: float, make_event: QuietEventFactory, limit: int = 100
-    ) -> int:
-        return 0
 
 
 def _instance_order(r: InstanceRecord) -> tuple[str, bool, int, str]:

@@ -30,7 +30,7 @@ SERIES_COLUMNS: tuple[str, ...] = (
 
 INSTANCE_COLUMNS: tuple[str, ...] = (
     "sop_instance_uid", "study_uid", "series_uid", "sop_class_uid", "transfer_syntax_uid",
-    "object_key", "size", "instance_number", "etag", "created", "metadata", "pixel_data", "attrs",
+    "object_key", "size", "instance_number", "etag", "created", "metadata", "pixel_data", "digest", "attrs",
 )  # fmt: skip
 
 # String VRs whose values one level inside a sequence are indexed for sequence matching.
@@ -223,6 +223,7 @@ def instance_rows(rec: InstanceRecord, now: float) -> InstanceRows:
         rec.created or now,
         rec.metadata,
         encode_pixel_data(rec.pixel_data),
+        rec.digest,
         _subset(meta, _INSTANCE_HEX),
     )
     return InstanceRows(study, series, instance, _seq_rows(meta, rec))
@@ -236,7 +237,7 @@ def last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 def record_from_row(row: tuple[Any, ...]) -> InstanceRecord:
     """Rebuild a record from a ``SELECT`` of :data:`RECORD_COLUMNS`."""
-    (sop, study, series, sop_class, ts, key, size, number, etag, created, metadata, pixel) = row
+    (sop, study, series, sop_class, ts, key, size, number, etag, created, metadata, pixel, digest) = row
     return InstanceRecord(
         study_uid=study,
         series_uid=series,
@@ -250,6 +251,7 @@ def record_from_row(row: tuple[Any, ...]) -> InstanceRecord:
         instance_number=number,
         etag=etag,
         created=created,
+        digest=digest,
     )
 
 

@@ -140,8 +140,22 @@ _V3 = [
     "CREATE INDEX studies_quiet ON studies (updated) WHERE quiet_sent IS NULL OR quiet_sent < updated",
 ]
 
+# Revisioned object keys: a store never overwrites an object. ``digest`` tells an identical
+# re-send from new content; ``garbage`` holds object keys that no row references any more,
+# written in the transaction that stopped referencing them and removed once the object is
+# gone (after the commit, or by the start-up sweep / ``dicomweb fsck`` after a crash).
+_V4 = [
+    "ALTER TABLE instances ADD COLUMN digest {t} NOT NULL DEFAULT ''",
+    "CREATE INDEX instances_object_key ON instances (object_key)",
+    """CREATE TABLE garbage (
+        object_key {t} PRIMARY KEY,
+        created {real} NOT NULL
+    )""",
+    "CREATE INDEX garbage_created ON garbage (created)",
+]
+
 #: Ordered migrations; the schema version after applying ``MIGRATIONS[:n]`` is ``n``.
-_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2), tuple(_V3))
+_TEMPLATES: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2), tuple(_V3), tuple(_V4))
 
 
 def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:

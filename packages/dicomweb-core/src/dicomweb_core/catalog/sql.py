@@ -34,6 +34,10 @@ class Statements:
     pending_events: str
     mark_sent: str
     record_attempt: str
+    insert_garbage: str
+    select_garbage: str
+    forget_garbage: str
+    key_page: str
 
     def select_records(self, where: str) -> str:
         return f"SELECT {RECORD_COLUMNS} FROM instances WHERE {where}"
@@ -68,7 +72,8 @@ def statements(dialect: Dialect) -> Statements:
         upsert_instance=_upsert("instances", INSTANCE_COLUMNS, "sop_instance_uid", ph),
         insert_seq=f"INSERT INTO seq_attrs (sop_instance_uid, study_uid, series_uid, path, value)"
         f" VALUES ({ph}, {ph}, {ph}, {ph}, {ph})",
-        old_instance=f"SELECT study_uid, series_uid, object_key FROM instances WHERE sop_instance_uid = {ph}",
+        old_instance=f"SELECT study_uid, series_uid, object_key, digest FROM instances"
+        f" WHERE sop_instance_uid = {ph}",
         delete_seq_of_instance=f"DELETE FROM seq_attrs WHERE sop_instance_uid = {ph}",
         count_series=f"UPDATE series SET num_instances = (SELECT count(*) FROM instances"
         f" WHERE instances.series_uid = series.series_uid) WHERE series_uid = {ph}",
@@ -84,6 +89,11 @@ def statements(dialect: Dialect) -> Statements:
         f" ORDER BY created, id LIMIT {ph}",
         mark_sent=f"UPDATE outbox SET sent = {ph} WHERE id = {ph} AND sent IS NULL",
         record_attempt=f"UPDATE outbox SET attempts = attempts + 1 WHERE id = {ph}",
+        insert_garbage=f"INSERT INTO garbage (object_key, created) VALUES ({ph}, {ph})"
+        " ON CONFLICT (object_key) DO NOTHING",
+        select_garbage=f"SELECT object_key FROM garbage ORDER BY created, object_key LIMIT {ph}",
+        forget_garbage=f"DELETE FROM garbage WHERE object_key = {ph}",
+        key_page=f"SELECT object_key FROM instances WHERE object_key > {ph} ORDER BY object_key LIMIT {ph}",
     )
 
 

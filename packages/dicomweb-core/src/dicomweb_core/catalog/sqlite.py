@@ -11,16 +11,25 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CatalogError
 from ..models import InstanceRecord
-from .base import EventsFor, OutboxEvent, QuietEventFactory, events_for
+from .base import (
+    DuplicatePolicy,
+    EventsFor,
+    NewInstance,
+    OutboxEvent,
+    QuietEventFactory,
+    StoreResult,
+    events_for,
+)
 from .rows import instance_rows, last_per_key, record_from_row
 from .schema import CREATE_VERSION_TABLE, pending_migrations
 from .sql import instance_filter, statements, study_count_params
+from .writes import CurrentRow, WritePlan, plan_writes
 
 if TYPE_CHECKING:
     from .qido import QidoQuery
@@ -43,8 +52,6 @@ def _wrap_errors(fn: Callable[..., R]) -> Callable[..., R]:
 
 class SQLiteCatalog:
     """Catalog in one SQLite file (or ``":memory:"``)."""
-
-    has_outbox = True
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -160,7 +167,7 @@ class SQLiteCatalog:
         return result
 
     async def upsert_instance(self, record: InstanceRecord, events: Sequence[OutboxEvent] = ()) -> str | None:
-        return (await self._run(self._upsert_sync, [record], events))[0]
+        return (await self.upsert_instances([record], events))[0]
 
     async def upsert_instances(
         self, records: Sequence[InstanceRecord], events: Sequence[OutboxEvent] = ()
@@ -169,35 +176,47 @@ class SQLiteCatalog:
         Returns, per record, the previous object key when it differed."""
         if not records:
             return []
-        return await self._run(self._upsert_sync, list(records), events)
+        plan = await self._run(self._write_sync, list(records), None, events, "replace")
+        return plan.previous
+
+    async def store_instances(
+        self, items: Sequence[NewInstance], policy: DuplicatePolicy = "replace"
+    ) -> StoreResult:
+        if not items:
+            return StoreResult([], [])
+        records = [i.record for i in items]
+        plan = await self._run(self._write_sync, records, [i.events for i in items], (), policy)
+        return StoreResult(plan.decisions, plan.garbage)
 
     @_wrap_errors
-    def _upsert_sync(self, records: list[InstanceRecord], events: Sequence[OutboxEvent]) -> list[str | None]:
+    def _write_sync(
+        self,
+        records: list[InstanceRecord],
+        item_events: list[Sequence[OutboxEvent]] | None,
+        events: Sequence[OutboxEvent],
+        policy: DuplicatePolicy,
+    ) -> WritePlan:
         now = time.time()
         rows = [instance_rows(r, now) for r in records]  # parse outside the write lock
 
-        def body(c: sqlite3.Connection) -> list[str | None]:
-            previous: list[str | None] = []
-            series: dict[str, None] = {}
-            studies: dict[str, None] = {}
-            for rec in records:
-                old = c.execute(_S.old_instance, (rec.sop_instance_uid,)).fetchone()
-                if old is None:
-                    previous.append(None)
-                    continue
-                studies[old[0]] = None
-                series[old[1]] = None
-                c.execute(_S.delete_seq_of_instance, (rec.sop_instance_uid,))
-                previous.append(old[2] if old[2] != rec.object_key else None)
-            c.executemany(_S.upsert_instance, [r.instance for r in rows])
-            c.executemany(_S.upsert_series, last_per_key([r.series for r in rows]))
-            c.executemany(_S.upsert_study, last_per_key([r.study for r in rows]))
-            c.executemany(_S.insert_seq, [s for r in rows for s in r.seq])
-            series.update((rec.series_uid, None) for rec in records)
-            studies.update((rec.study_uid, None) for rec in records)
-            self._refresh(c, series, studies)
-            self._enqueue(c, events, now)
-            return previous
+        def body(c: sqlite3.Connection) -> WritePlan:
+            current: dict[str, CurrentRow] = {}
+            for sop in dict.fromkeys(r.sop_instance_uid for r in records):
+                old = c.execute(_S.old_instance, (sop,)).fetchone()
+                if old is not None:
+                    current[sop] = CurrentRow(*old)
+            plan = plan_writes(records, current, policy)
+            c.executemany(_S.delete_seq_of_instance, [(sop,) for sop in plan.replaced])
+            winners = [rows[i] for i in plan.apply]
+            c.executemany(_S.upsert_instance, [r.instance for r in winners])
+            c.executemany(_S.upsert_series, last_per_key([r.series for r in winners]))
+            c.executemany(_S.upsert_study, last_per_key([r.study for r in winners]))
+            c.executemany(_S.insert_seq, [s for r in winners for s in r.seq])
+            self._refresh(c, plan.series, plan.studies)
+            chosen = [e for i in plan.apply for e in item_events[i]] if item_events is not None else []
+            self._enqueue(c, [*events, *chosen], now)
+            c.executemany(_S.insert_garbage, [(k, now) for k in plan.garbage])
+            return plan
 
         return self._transaction(body)
 
@@ -236,11 +255,13 @@ class SQLiteCatalog:
 
         def body(c: sqlite3.Connection) -> list[InstanceRecord]:
             records = [record_from_row(r) for r in c.execute(_S.select_records(where), params)]
+            now = time.time()
             if records:
                 c.execute(f"DELETE FROM seq_attrs WHERE {where}", params)
                 c.execute(f"DELETE FROM instances WHERE {where}", params)
                 self._refresh(c, dict.fromkeys(r.series_uid for r in records), [study_uid])
-            self._enqueue(c, events_for(events, records), time.time())
+                c.executemany(_S.insert_garbage, [(r.object_key, now) for r in records])
+            self._enqueue(c, events_for(events, records), now)
             return records
 
         return self._transaction(body)
@@ -297,6 +318,40 @@ class SQLiteCatalog:
             if row is not None:
                 out[key] = row[0]
         return out
+
+    # -- garbage --------------------------------------------------------------------------
+
+    async def garbage(self, limit: int = 500) -> list[str]:
+        return [r[0] for r in await self._run(self._fetchall, _S.select_garbage, (limit,))]
+
+    async def forget_garbage(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._run(self._executemany_tx, _S.forget_garbage, [(k,) for k in keys])
+
+    async def referenced_keys(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        return await self._run(self._referenced_sync, list(keys))
+
+    @_wrap_errors
+    def _referenced_sync(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            batch = keys[i : i + 500]
+            marks = ", ".join("?" * len(batch))
+            for table in ("instances", "garbage"):
+                sql = f"SELECT object_key FROM {table} WHERE object_key IN ({marks})"
+                found.update(r[0] for r in self._c.execute(sql, batch))
+        return found
+
+    async def all_object_keys(self) -> AsyncIterator[list[str]]:
+        after = ""
+        while True:
+            page = [r[0] for r in await self._run(self._fetchall, _S.key_page, (after, 1000))]
+            if not page:
+                return
+            yield page
+            after = page[-1]
 
     # -- outbox ---------------------------------------------------------------------------
 

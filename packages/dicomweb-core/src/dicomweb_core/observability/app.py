@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..catalog.base import Catalog
+from ..catalog.base import Outbox
 from ..errors import DicomwebError
 from .config import ObservabilitySettings
 from .middleware import ObservabilityMiddleware
@@ -62,10 +62,12 @@ class Observability:
         """Time the store's and the catalog's operations (before the services take them)."""
         if self.metrics is None:
             return
-        from .instrumented import InstrumentedCatalog, InstrumentedStore
+        from .instrumented import InstrumentedReader, InstrumentedStore, InstrumentedWriter
 
         runtime.store = InstrumentedStore(runtime.store, self.metrics.store_ops)
-        runtime.catalog = InstrumentedCatalog(runtime.catalog, self.metrics.catalog_ops)
+        runtime.catalog = InstrumentedReader(runtime.catalog, self.metrics.catalog_ops)
+        if runtime.writer is not None:
+            runtime.writer = InstrumentedWriter(runtime.writer, self.metrics.catalog_ops)
 
     def middleware(self) -> list[Middleware]:
         stack = []
@@ -78,7 +80,7 @@ class Observability:
         stack.append(Middleware(ObservabilityMiddleware, access=access, metrics=self.metrics, fields=fields))
         return stack
 
-    def routes(self, catalog: Catalog) -> list[BaseRoute]:
+    def routes(self, outbox: Outbox | None) -> list[BaseRoute]:
         if self.metrics is None:
             return []
         from .metrics import CONTENT_TYPE, exposition
@@ -87,10 +89,10 @@ class Observability:
 
         async def metrics(request: Request) -> Response:
             backlog: tuple[int, float | None] | None = None
-            if catalog.has_outbox:
+            if outbox is not None:
                 try:
                     async with asyncio.timeout(BACKLOG_TIMEOUT):
-                        backlog = await catalog.outbox_backlog()
+                        backlog = await outbox.outbox_backlog()
                 except (DicomwebError, TimeoutError) as exc:
                     log.warning("outbox backlog for /metrics: %s", getattr(exc, "reason", "timed out"))
             metrics_.flush(scrapes=1)

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
-from .base import ObjectStore, ObjectWriter, StoredObject, instance_key
+from .base import (
+    Leftover,
+    MaintainedStore,
+    ObjectInfo,
+    ObjectStore,
+    ObjectWriter,
+    StoredObject,
+    instance_key,
+    new_revision,
+)
 
-__all__ = ["ObjectStore", "ObjectWriter", "StoredObject", "instance_key"]
+__all__ = [
+    "Leftover",
+    "MaintainedStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "ObjectWriter",
+    "StoredObject",
+    "instance_key",
+    "new_revision",
+]

@@ -1,8 +1,10 @@
 """Filesystem object store, the embedded default.
 
 Durability: each object is written to a temp file in its target directory, fsynced, renamed
-atomically over the key, and the directory is fsynced, so an acknowledged object survives a
-crash and a reader never sees a partial one. Blocking I/O runs in worker threads, one hop per
+to its key (a new key each time: see :func:`~.base.instance_key`), and the directory is
+fsynced, so an acknowledged object survives a crash and a reader never sees a partial one.
+A crash mid-write leaves a ``.tmp-*`` file; :meth:`FileObjectStore.list_leftovers` finds it.
+Blocking I/O runs in worker threads, one hop per
 large chunk, so the event loop stays free.
 """
 
@@ -18,8 +20,8 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from ..errors import StoreError
-from .base import READ_CHUNK, StoredObject
+from ..errors import NotFoundError, StoreError
+from .base import READ_CHUNK, Leftover, ObjectInfo, ObjectWriter, StoredObject
 
 _TMP_PREFIX = ".tmp-"
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
@@ -60,6 +62,7 @@ class FileObjectWriter:
         self._pending_size = 0
         self._size = 0
         self._created = False
+        self._hash = hashlib.sha256()  # updated in the worker threads (it releases the GIL)
 
     async def write(self, data: bytes | memoryview) -> None:
         n = len(data)
@@ -82,6 +85,8 @@ class FileObjectWriter:
                 _make_dirs_durably(self._final.parent, self._root)
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             self._created = True
+        for chunk in chunks:
+            self._hash.update(chunk)
         _write_chunks(self._fd, chunks)
 
     async def commit(self) -> StoredObject:
@@ -91,7 +96,7 @@ class FileObjectWriter:
         except OSError as exc:
             await self.abort()
             raise StoreError(f"cannot commit object: {exc.strerror or exc}") from exc
-        return StoredObject(key=self._key, size=self._size, etag=etag)
+        return StoredObject(key=self._key, size=self._size, etag=etag, digest=self._hash.hexdigest())
 
     def _commit_sync(self, chunks: list[bytes | memoryview]) -> str:
         self._publish_sync(chunks)
@@ -159,10 +164,14 @@ class FileObjectStore:
     async def open_writer(self, key: str) -> FileObjectWriter:
         return FileObjectWriter(self.root, _safe_key(key))
 
-    async def commit_many(self, writers: Sequence[FileObjectWriter]) -> list[StoredObject | StoreError]:
+    async def commit_all(self, writers: Sequence[ObjectWriter]) -> list[StoredObject | StoreError]:
         """Commit several objects in one worker-thread trip, fsyncing each directory once.
         Returns, per writer, its stored object or the error that made it fail (aborted)."""
-        jobs = [(w, w._take_pending()) for w in writers]
+        jobs: list[tuple[FileObjectWriter, list[bytes | memoryview]]] = []
+        for w in writers:
+            if not isinstance(w, FileObjectWriter):
+                raise TypeError(f"not a writer of this store: {w!r}")
+            jobs.append((w, w._take_pending()))
         return await asyncio.to_thread(_commit_many_sync, jobs)
 
     def _path(self, key: str) -> Path:
@@ -173,7 +182,7 @@ class FileObjectStore:
         try:
             fd = os.open(path, os.O_RDONLY)  # metadata is cached: no thread trip for this
         except FileNotFoundError as exc:
-            raise StoreError(f"object {key!r} is missing") from exc
+            raise NotFoundError(f"object {key!r} is missing") from exc
         try:
             if end is None:
                 end = os.fstat(fd).st_size  # no probe past the end (it would need a thread)
@@ -195,7 +204,7 @@ class FileObjectStore:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError as exc:
-            raise StoreError(f"object {key!r} is missing") from exc
+            raise NotFoundError(f"object {key!r} is missing") from exc
         try:
             chunk = _pread_cached(fd, length, start, self._scratch)
             if chunk is not None and (len(chunk) == length or not chunk):
@@ -205,7 +214,7 @@ class FileObjectStore:
         try:
             return await asyncio.to_thread(_pread_file, path, start, length)
         except FileNotFoundError as exc:
-            raise StoreError(f"object {key!r} is missing") from exc
+            raise NotFoundError(f"object {key!r} is missing") from exc
 
     async def size(self, key: str) -> int | None:
         try:
@@ -228,6 +237,40 @@ class FileObjectStore:
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix) and not path.name.startswith(_TMP_PREFIX):
                 yield key
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        found = await asyncio.to_thread(self._scan_sync, False)
+        for key, size, modified in found:
+            if key.startswith(prefix):
+                yield ObjectInfo(key=key, size=size, modified=modified)
+
+    async def list_leftovers(self) -> AsyncIterator[Leftover]:
+        for name, _, modified in await asyncio.to_thread(self._scan_sync, True):
+            yield Leftover(kind="temp file", name=name, modified=modified)
+
+    def _scan_sync(self, temp: bool) -> list[tuple[str, int, float]]:
+        out: list[tuple[str, int, float]] = []
+        studies = self.root / "studies"
+        for directory, _, files in os.walk(studies):
+            for name in files:
+                if name.startswith(_TMP_PREFIX) != temp or (not temp and not name.endswith(".dcm")):
+                    continue
+                path = Path(directory) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                out.append((path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime))
+        out.sort()
+        return out
+
+    async def remove_leftover(self, leftover: Leftover) -> None:
+        parts = leftover.name.split("/")
+        if any(p in ("", ".", "..") for p in parts) or not parts[-1].startswith(_TMP_PREFIX):
+            raise StoreError(f"not a leftover of this store: {leftover.name!r}")
+        path = self.root / leftover.name
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(path.unlink)
 
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):
@@ -295,7 +338,9 @@ def _commit_many_sync(
                 os.fsync(writer._fd)
             writer._rename_sync()
             published.append(writer)
-            results.append(StoredObject(key=writer._key, size=writer._size, etag=""))
+            results.append(
+                StoredObject(key=writer._key, size=writer._size, etag="", digest=writer._hash.hexdigest())
+            )
         except OSError as exc:
             writer._abort_sync()
             results.append(StoreError(f"cannot commit object: {exc.strerror or exc}"))
@@ -313,7 +358,9 @@ def _commit_many_sync(
         if error is not None:
             results[i] = StoreError(f"cannot commit object: {error.strerror or error}")
             continue
-        results[i] = StoredObject(key=result.key, size=result.size, etag=_etag(writer._final))
+        results[i] = StoredObject(
+            key=result.key, size=result.size, etag=_etag(writer._final), digest=result.digest
+        )
     return results
 
 

@@ -17,16 +17,18 @@ start-up so the first STOW or WADO request finds the client ready.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..bucket import BucketConfig
 from ..errors import NotFoundError, StoreError
-from .base import READ_CHUNK, StoredObject
+from .base import READ_CHUNK, Leftover, ObjectInfo, ObjectWriter, StoredObject
 from .s3probe import BucketProbe
+from .s3sdk import describe, error_code, load_sdk
 
 logger = logging.getLogger(__name__)
 
@@ -36,29 +38,6 @@ DEFAULT_PART_SIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB
 #: S3's limit on the number of parts of one upload.
 MAX_PARTS = 10_000
-
-_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"})
-
-
-class _Sdk(NamedTuple):
-    """The parts of the AWS SDK this module uses (imported on first use, see the module doc)."""
-
-    session: Any
-    config: Any
-    ClientError: type[Exception]
-    #: Everything an S3 call can raise that means "the store failed".
-    errors: tuple[type[BaseException], ...]
-
-
-def _sdk() -> _Sdk:
-    """The SDK's names; the imports are cheap once :meth:`S3ObjectStore.client` has loaded them."""
-    import aioboto3
-    import aiohttp
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    errors = (ClientError, BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, OSError)
-    return _Sdk(aioboto3.Session, Config, ClientError, errors)
 
 
 class S3ObjectStore:
@@ -120,7 +99,7 @@ class S3ObjectStore:
             async with self._client_lock:
                 if self._client is None:
                     # The import would block the event loop for ~0.4 s: a thread does it.
-                    sdk = await asyncio.to_thread(_sdk)
+                    sdk = await asyncio.to_thread(load_sdk)
                     stack = AsyncExitStack()
                     self._client = await stack.enter_async_context(
                         sdk.session().client(
@@ -151,6 +130,16 @@ class S3ObjectStore:
     async def open_writer(self, key: str) -> S3ObjectWriter:
         return S3ObjectWriter(self, key, await self.client())
 
+    async def commit_all(self, writers: Sequence[ObjectWriter]) -> list[StoredObject | StoreError]:
+        """Commit several writers concurrently; per writer, its object or why it failed."""
+        results = await asyncio.gather(*(w.commit() for w in writers), return_exceptions=True)
+        out: list[StoredObject | StoreError] = []
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, StoreError):
+                raise r
+            out.append(r)
+        return out
+
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` in ``READ_CHUNK`` chunks with one (ranged) GET."""
         if start < 0 or (end is not None and end <= start):
@@ -159,11 +148,11 @@ class S3ObjectStore:
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         s3 = await self.client()
-        sdk = _sdk()
+        sdk = load_sdk()
         try:
             response = await s3.get_object(**request)
         except sdk.ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in ("NoSuchKey", "404"):
                 raise NotFoundError(f"no object {key!r} in bucket {self.bucket_name!r}") from exc
             if code == "InvalidRange":  # start at or past the end: nothing to read, as with a file
@@ -198,11 +187,11 @@ class S3ObjectStore:
 
     async def size(self, key: str) -> int | None:
         s3 = await self.client()
-        sdk = _sdk()
+        sdk = load_sdk()
         try:
             response = await s3.head_object(Bucket=self.bucket_name, Key=key)
         except sdk.ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._error("HEAD", key, exc) from exc
         except sdk.errors as exc:
@@ -211,11 +200,11 @@ class S3ObjectStore:
 
     async def delete(self, key: str) -> None:
         s3 = await self.client()
-        sdk = _sdk()
+        sdk = load_sdk()
         try:
             await s3.delete_object(Bucket=self.bucket_name, Key=key)
         except sdk.ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchKey"):
+            if error_code(exc) not in ("404", "NoSuchKey"):
                 raise self._error("DELETE", key, exc) from exc
         except sdk.errors as exc:
             raise self._error("DELETE", key, exc) from exc
@@ -231,8 +220,51 @@ class S3ObjectStore:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     yield str(item["Key"])
-        except _sdk().errors as exc:
+        except load_sdk().errors as exc:
             raise self._error("LIST", prefix + "*", exc) from exc
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        s3 = await self.client()
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket_name, Prefix=prefix, PaginationConfig={"PageSize": self._list_page_size}
+        )
+        try:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(
+                        key=str(item["Key"]),
+                        size=int(item.get("Size", 0)),
+                        modified=item["LastModified"].timestamp(),
+                    )
+        except load_sdk().errors as exc:
+            raise self._error("LIST", prefix + "*", exc) from exc
+
+    async def list_leftovers(self) -> AsyncIterator[Leftover]:
+        """Incomplete multipart uploads (``name`` is ``key`` NUL ``upload id``)."""
+        s3 = await self.client()
+        pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket_name)
+        try:
+            async for page in pages:
+                for up in page.get("Uploads", ()):
+                    yield Leftover(
+                        kind="incomplete multipart upload",
+                        name=f"{up['Key']}\0{up['UploadId']}",
+                        modified=up["Initiated"].timestamp(),
+                    )
+        except load_sdk().errors as exc:
+            raise self._error("LIST uploads", "", exc) from exc
+
+    async def remove_leftover(self, leftover: Leftover) -> None:
+        key, _, upload_id = leftover.name.partition("\0")
+        s3 = await self.client()
+        sdk = load_sdk()
+        try:
+            await s3.abort_multipart_upload(Bucket=self.bucket_name, Key=key, UploadId=upload_id)
+        except sdk.ClientError as exc:
+            if error_code(exc) not in ("404", "NoSuchUpload"):
+                raise self._error("ABORT upload", key, exc) from exc
+        except sdk.errors as exc:
+            raise self._error("ABORT upload", key, exc) from exc
 
     async def check(self) -> None:
         """HeadBucket: raise :class:`StoreError` saying why the bucket is not usable.
@@ -244,12 +276,12 @@ class S3ObjectStore:
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (tests, embedded use; not done at start-up)."""
         s3 = await self.client()
-        sdk = _sdk()
+        sdk = load_sdk()
         try:
             await s3.head_bucket(Bucket=self.bucket_name)
             return
         except sdk.ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise self._error("HEAD bucket", "", exc) from exc
         except sdk.errors as exc:
             raise self._error("HEAD bucket", "", exc) from exc
@@ -259,7 +291,7 @@ class S3ObjectStore:
         try:
             await s3.create_bucket(**request)
         except sdk.ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise self._error("CREATE bucket", "", exc) from exc
         except sdk.errors as exc:
             raise self._error("CREATE bucket", "", exc) from exc
@@ -268,7 +300,7 @@ class S3ObjectStore:
         return f"{self.endpoint_url}/{self.bucket_name}/{key}"
 
     def _error(self, action: str, key: str, exc: BaseException) -> StoreError:
-        return StoreError(f"S3 {action} {self._where(key)} failed: {_describe(exc)}")
+        return StoreError(f"S3 {action} {self._where(key)} failed: {describe(exc)}")
 
 
 class S3ObjectWriter:
@@ -292,6 +324,7 @@ class S3ObjectWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(store.max_concurrency)
         self._closed = False
+        self._hash = hashlib.sha256()
 
     @property
     def upload_id(self) -> str | None:
@@ -315,15 +348,30 @@ class S3ObjectWriter:
         if self._closed:
             raise StoreError(f"S3 writer for {self.key!r} is already committed or aborted")
         if self._upload_id is None:
+            body = self._take_buffer()
+            await self._digest(body)
             response = await self._guard(
-                "PutObject", self._s3.put_object(Bucket=self._bucket, Key=self.key, Body=self._take_buffer())
+                "PutObject", self._s3.put_object(Bucket=self._bucket, Key=self.key, Body=body)
             )
         else:
             if self._buffer.tell():
                 await self._guard("UploadPart", self._send_part(self._take_buffer()))
             response = await self._guard("CompleteMultipartUpload", self._complete())
         self._closed = True
-        return StoredObject(key=self.key, size=self._size, etag=str(response.get("ETag", "")).strip('"'))
+        etag = str(response.get("ETag", "")).strip('"')
+        return StoredObject(key=self.key, size=self._size, etag=etag, digest=self._hash.hexdigest())
+
+    async def _digest(self, part: io.BytesIO) -> None:
+        """Hash a part in order (small ones right here, large ones in a worker thread:
+        hashlib releases the GIL, the event loop goes on)."""
+        view = part.getbuffer()
+        try:
+            if len(view) < 256 * 1024:
+                self._hash.update(view)
+            else:
+                await asyncio.to_thread(self._hash.update, view)
+        finally:
+            view.release()
 
     async def abort(self) -> None:
         """Stop the uploads in flight and abort the multipart upload; never raises.
@@ -347,14 +395,14 @@ class S3ObjectWriter:
             return ""
         try:
             await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self.key, UploadId=self._upload_id)
-        except _sdk().errors as exc:
+        except load_sdk().errors as exc:
             logger.warning(
                 "could not abort S3 multipart upload %s of %s: %s",
                 self._upload_id,
                 self._store._where(self.key),
-                _describe(exc),
+                describe(exc),
             )
-            return f"; aborting multipart upload {self._upload_id} failed too: {_describe(exc)}"
+            return f"; aborting multipart upload {self._upload_id} failed too: {describe(exc)}"
         return f"; multipart upload {self._upload_id} aborted"
 
     async def _guard(self, action: str, operation: Any) -> Any:
@@ -364,10 +412,10 @@ class S3ObjectWriter:
         except StoreError as exc:
             aborted = await self._abort()
             raise StoreError(exc.reason + aborted) from exc
-        except _sdk().errors as exc:
+        except load_sdk().errors as exc:
             aborted = await self._abort()
             raise StoreError(
-                f"S3 {action} {self._store._where(self.key)} failed: {_describe(exc)}{aborted}"
+                f"S3 {action} {self._store._where(self.key)} failed: {describe(exc)}{aborted}"
             ) from exc
         except BaseException:  # cancelled (client gone): leave no upload behind either
             await asyncio.shield(self._abort())
@@ -381,6 +429,7 @@ class S3ObjectWriter:
 
     async def _send_part(self, part: io.BytesIO) -> None:
         """Start uploading one part, once fewer than ``max_concurrency`` are in flight."""
+        await self._digest(part)
         if self._upload_id is None:
             response = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=self.key)
             self._upload_id = str(response["UploadId"])
@@ -422,23 +471,3 @@ class S3ObjectWriter:
         return await self._s3.complete_multipart_upload(
             Bucket=self._bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
         )
-
-
-def _code(exc: Exception) -> str:
-    response: dict[str, Any] = getattr(exc, "response", {})  # a botocore ClientError's
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _describe(exc: BaseException) -> str:
-    """One line a person can act on."""
-    from botocore.exceptions import ClientError, EndpointConnectionError  # loaded with the client
-
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        hint = " (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" if code in _CREDENTIAL_CODES else ""
-        return f"{code or 'error'} (HTTP {status}): {message}{hint}"
-    if isinstance(exc, EndpointConnectionError):
-        return f"cannot connect to S3: {exc}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import IO
 
 import orjson
 
-from ..catalog.base import Catalog
+from ..catalog.base import CatalogReader
 from ..dicomjson import BASE_PLACEHOLDER
 from ..errors import NotAcceptableError, NotFoundError
 from ..limits import Limits
@@ -157,7 +157,7 @@ _IN_MEMORY = 2 * 1024 * 1024
 class Retriever:
     """Retrieve Study/Series/Instance and their metadata."""
 
-    def __init__(self, store: ObjectStore, catalog: Catalog, budget: Budget | None = None) -> None:
+    def __init__(self, store: ObjectStore, catalog: CatalogReader, budget: Budget | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.budget = budget or Budget()

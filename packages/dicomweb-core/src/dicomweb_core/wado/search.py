@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..catalog.base import Catalog
+from ..catalog.base import CatalogReader
 from ..catalog.qido import Level, parse_qido
 from ..errors import NotAcceptableError
 from ..uids import validate_uid
@@ -31,7 +31,7 @@ def _wants_xml(ask: Ask) -> bool:
 
 
 async def search(
-    catalog: Catalog,
+    catalog: CatalogReader,
     level: Level,
     params: list[tuple[str, str]],
     ask: Ask,
