@@ -133,6 +133,10 @@ def test_keys_that_are_not_dicom_attributes_are_400_with_the_key(
         "StudyTime=2400",
         "PatientBirthDate=19990229",
         "StudyDate=20240101&StudyTime=1800-1000",
+        "PatientID=%00",  # no database text column holds NUL (PostgreSQL refused it: a 503)
+        "PatientName=a%00b*",
+        "Modality=C%01T",
+        "includefield=%00",
     ],
 )
 def test_invalid_query_values_are_400(embedded: ServiceProcess, query: str) -> None:

@@ -154,6 +154,10 @@ def parse_qido(
     fuzzy = False
     pending: list[tuple[str, str]] = []
     for key, value in params:
+        if _FORBIDDEN_CONTROLS.search(key) or _FORBIDDEN_CONTROLS.search(value):
+            raise BadRequestError(
+                f"query parameter {key[:64]!r} holds a control character that no DICOM value holds"
+            )
         lkey = key.lower()
         if lkey == "includefield":
             for item in value.split(","):
@@ -205,6 +209,10 @@ def parse_qido(
         warnings=tuple(warnings),
     )
 
+
+#: C0 controls and DEL, except those DICOM text values may hold (TAB, LF, FF, CR, ESC for ISO
+#: 2022 code extensions). NUL in particular: no database text column can hold it.
+_FORBIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 
 #: Largest ``limit``/``offset`` accepted (beyond it a database integer would overflow).
 MAX_PAGE_NUMBER = 2**31 - 1
