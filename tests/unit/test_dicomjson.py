@@ -134,6 +134,23 @@ def test_a_malformed_value_drops_only_that_element_and_logs_it(caplog: pytest.Lo
     assert any("00280008" in r.getMessage() for r in caplog.records)
 
 
+def test_an_element_with_a_vr_dicom_does_not_define_drops_only_that_element(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An explicit VR that DICOM does not define ("LW", found by the HTTP fuzz test) is walked
+    by its 2-byte length like pydicom does; pydicom cannot convert it, so it is left out."""
+    ds = make_dataset(Modality="CT")
+    del ds.PixelData
+    raw = to_bytes(ds).replace(b"\x08\x00\x60\x00CS\x02\x00CT", b"\x08\x00\x60\x00LW\x02\x00CT")
+    received = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+    with caplog.at_level(logging.WARNING, logger="dicomweb.dicomjson"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = to_dicom_json(received, study_uid="1", series_uid="2", sop_instance_uid="3", pixel_data=None)
+    assert "00080060" not in out
+    assert out["00100020"] == {"vr": "LO", "Value": ["PID-1"]}
+    assert any("00080060" in r.getMessage() for r in caplog.records)
+
+
 def test_text_undecodable_in_the_declared_charset_goes_to_pydicom_alone() -> None:
     ds = make_dataset(SpecificCharacterSet="ISO_IR 192")
     del ds.PixelData

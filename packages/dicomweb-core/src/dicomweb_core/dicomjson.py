@@ -47,10 +47,12 @@ class _Unsupported(Exception):
 
 #: What pydicom raises for a value it cannot convert: number text that is not a number
 #: (``ValueError``, which includes ``UnicodeDecodeError``), a binary value of the wrong length
-#: (``struct.error``), a number out of range (``OverflowError``). Such an element is left out
+#: (``struct.error``), a number out of range (``OverflowError``), a VR that DICOM does not
+#: define (``NotImplementedError``: "Unknown Value Representation"; the header scanner, like
+#: pydicom's reader, walks such an element by its 2-byte length). Such an element is left out
 #: of the metadata, logged, rather than refusing an object that parsed. Anything else is a
 #: bug and propagates.
-_CONVERSION_ERRORS = (ValueError, struct.error, OverflowError)
+_CONVERSION_ERRORS = (ValueError, struct.error, OverflowError, NotImplementedError)
 
 
 _BIN_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
