@@ -121,8 +121,11 @@ class WadoEndpoints:
         numbers = parse_frame_list(frames) if frames is not None else None
         records = await self.retriever.records(at)
         require_pixels(records)
-        reply = await self.renderer.rendered(records, self.ask(request), frames=numbers, thumbnail=thumbnail)
-        return to_response(reply)
+        head = request.method == "HEAD"  # answered from the catalog: nothing is read or rendered
+        reply = await self.renderer.rendered(
+            records, self.ask(request), frames=numbers, thumbnail=thumbnail, head=head
+        )
+        return to_response(reply, head=head)
 
     # ------------------------------------------------------------------ QIDO-RS
 
