@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ import httpx
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tests.dicomfiles import make_dataset, to_bytes
-from tests.servers import DICOMWEB, ServiceProcess
+from tests.servers import ServiceProcess
 
 #: Short timeouts so that the tests see the server cut connections quickly.
 ABUSE_ENV = {
@@ -120,8 +119,14 @@ def hostile_instances() -> dict[str, bytes]:
 
 
 def plant(data_dir: Path, blobs: list[bytes]) -> None:
-    """Put objects into a file store folder and catalogue them with ``dicomweb reindex``."""
+    """Put objects into a file store folder and catalogue them as an older version did (or a
+    catalog written before the ingest pixel-data check): ``dicomweb reindex`` now refuses
+    them, so this is the same rebuild with that check off."""
     import pydicom
+
+    from dicomweb_core.config import load_settings
+    from dicomweb_core.reindex import reindex
+    from dicomweb_core.runtime import build_database_catalog, build_store
 
     for blob in blobs:
         ds = pydicom.dcmread(__import__("io").BytesIO(blob), stop_before_pixels=True)
@@ -129,9 +134,19 @@ def plant(data_dir: Path, blobs: list[bytes]) -> None:
         path = data_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
-    subprocess.run(
-        [DICOMWEB, "reindex", "--data-dir", str(data_dir)], check=True, capture_output=True, timeout=120
-    )
+    settings = load_settings({"DICOMWEB_DATA_DIR": str(data_dir.resolve())})
+    catalog, store = build_database_catalog(settings), build_store(settings)
+
+    async def run() -> None:
+        await catalog.open()
+        try:
+            report = await reindex(store, catalog, max_frames=None)
+        finally:
+            await catalog.close()
+            await store.close()
+        assert report.indexed == len(blobs), report.skipped
+
+    asyncio.run(run())
 
 
 def big_instance(*, rows: int, cols: int, bits: int, implicit: bool) -> tuple[bytes, Iterator[bytes], int]:

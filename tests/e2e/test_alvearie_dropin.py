@@ -146,3 +146,42 @@ def test_combined_date_time_range_passes_the_date_range_to_the_query_api(
         str(0x00100020): "PID-ALV",
         str(0x00080020): "20240115-20240116",
     }
+
+
+def test_an_object_failing_the_pixel_check_is_not_retrievable(
+    services: tuple[ServiceProcess, ServiceProcess, str], fake: AlvearieFake, s3_admin: Any
+) -> None:
+    """An object that reached the bucket some other way (STOW refuses it) and is listed by the
+    query API: scanned with the ingest pixel-data check, it is a 404 with the reason."""
+    from tests.alvearie_fake import FakeInstance
+    from tests.e2e.test_reindex_pixelcheck import hostile
+
+    stow, wado, bucket = services
+    study = pydicom.uid.generate_uid()
+    good = make_instance(study_uid=study)
+    assert _stow(stow.base, [good]).status_code == 200
+    accept = {"accept": 'multipart/related; type="application/dicom"'}
+    for reason, blob in hostile().items():
+        ds = pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True)
+        key = f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}.dcm"
+        s3_admin.put_object(Bucket=bucket, Key=key, Body=blob)
+        elements = {
+            tag: {"vr": "UI", "value": value}
+            for tag, value in (
+                ("0020000D", ds.StudyInstanceUID),
+                ("0020000E", ds.SeriesInstanceUID),
+                ("00080018", ds.SOPInstanceUID),
+            )
+        }
+        fake.instances.append(FakeInstance("site-a", key, "", elements, "2024-01-01T00:00:00+00:00"))
+        path = "/wado-rs/" + key.removesuffix(".dcm")
+        for suffix, headers in (("", accept), ("/metadata", {}), ("/frames/1", {})):
+            resp = httpx.get(wado.base + path + suffix, headers=headers)
+            assert resp.status_code == 404, (suffix, resp.status_code, resp.text)
+            assert "fails the pixel-data check" in resp.text and reason in resp.text, resp.text
+        study_resp = httpx.get(wado.base + f"/wado-rs/studies/{ds.StudyInstanceUID}", headers=accept)
+        assert study_resp.status_code == 404 and reason in study_resp.text
+    # The good instance is still served.
+    _, series, sop = _uids(good)
+    got = httpx.get(wado.base + f"/wado-rs/studies/{study}/series/{series}/instances/{sop}", headers=accept)
+    assert got.status_code == 200 and good in got.content

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -153,3 +154,46 @@ def test_rendered_negative_cases(embedded: ServiceProcess) -> None:
     sr_ds = pydicom.dcmread(io.BytesIO(sr))
     store(embedded, [sr])
     assert httpx.get(instance_url(embedded, sr_ds) + "/rendered").status_code == 404
+
+
+def test_head_of_rendered_and_thumbnail_answers_from_the_catalog(
+    fresh_server: ServiceProcess, tmp_path: Path
+) -> None:
+    """HEAD on rendered/thumbnail (instance, series, study, frames) neither reads nor renders
+    the object: with the stored file gone it still answers as the GET did."""
+    ds = gradient_dataset(frames=1)
+    store(fresh_server, [to_bytes(ds)])
+    url = instance_url(fresh_server, ds)
+    study_url = f"{fresh_server.base}/dicomweb/studies/{ds.StudyInstanceUID}"
+    series_url = f"{study_url}/series/{ds.SeriesInstanceUID}"
+    png = {"accept": "image/png"}
+    resources = [
+        (url + "/rendered", {}),
+        (url + "/rendered", png),
+        (url + "/thumbnail", png),
+        (url + "/frames/1/rendered", {}),
+        (url + "/frames/1/thumbnail", png),
+        (series_url + "/rendered", {}),
+        (series_url + "/thumbnail", {}),
+        (study_url + "/rendered", png),
+        (study_url + "/thumbnail", {}),
+    ]
+    got = {(u, str(h)): httpx.get(u, headers=h, timeout=30) for u, h in resources}
+    assert all(r.status_code == 200 for r in got.values()), [r.text for r in got.values()]
+    [path] = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and ds.SOPInstanceUID in p.name]
+    path.unlink()
+    for u, h in resources:
+        try:  # a GET must read the object now: an error
+            assert httpx.get(u, headers=h, timeout=30).status_code >= 400
+        except httpx.RemoteProtocolError:
+            pass
+        head = httpx.head(u, headers=h, timeout=30)
+        assert head.status_code == 200, (u, head.status_code, head.text)
+        assert head.content == b"" and "content-length" not in head.headers, u
+        before = got[(u, str(h))]
+        assert head.headers["content-type"] == before.headers["content-type"], u
+        assert head.headers["etag"] == before.headers["etag"], u
+    # Negative answers also come from the catalog.
+    assert httpx.head(url + "/frames/2/rendered").status_code == 404
+    assert httpx.head(url + "/rendered", headers={"accept": "application/dicom"}).status_code == 406
+    assert httpx.head(url + "/rendered", params={"viewport": "0,0"}).status_code == 400

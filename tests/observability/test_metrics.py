@@ -4,6 +4,7 @@ gauges, and correct totals with several worker processes."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 import time
@@ -171,3 +172,45 @@ def test_in_flight_counts_a_request_being_served(server: ServiceProcess) -> None
         uploader.join(30)
     assert result == [200]
     poll(server.base, lambda m: value(m, "dicomweb_http_requests_in_flight") == 0)
+
+
+def test_a_killed_servers_metrics_directory_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """With several workers the metrics files live in a temp directory named after the server's
+    pid; after a kill -9 it stays behind, and the next start removes it (and only it)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    env_args = ["--data-dir", str(tmp_path / "data"), "--workers", "2"]
+
+    def ours() -> list[Path]:
+        return sorted(p for p in tmp.iterdir() if p.name.startswith("dicomweb-metrics-"))
+
+    first = ServiceProcess("serve", args=env_args, env=env, log_path=tmp_path / "log1").start(timeout=60)
+    assert first.proc is not None
+    [stale] = ours()
+    assert stale.name.startswith(f"dicomweb-metrics-{first.proc.pid}-")
+    first.kill()
+    assert stale.is_dir()  # SIGKILL: nothing cleaned up
+    # Another server that is still running (this test's own pid) keeps its directory; so do
+    # a directory of a dead pid that is a link and a file named like ours.
+    live = tmp / f"dicomweb-metrics-{os.getpid()}-live"
+    live.mkdir()
+    link = tmp / f"dicomweb-metrics-{first.proc.pid}-link"
+    link.symlink_to(live)
+
+    second = ServiceProcess("serve", args=env_args, env=env, log_path=tmp_path / "log2").start(timeout=60)
+    try:
+        assert second.proc is not None
+        assert not stale.exists()
+        assert live.is_dir() and link.is_symlink()
+        [fresh] = [p for p in ours() if p not in (live, link)]
+        assert fresh.name.startswith(f"dicomweb-metrics-{second.proc.pid}-")
+        healthz = {"method": "GET", "route": "/healthz", "status": "200"}
+        was = value(scrape(second.base), "dicomweb_http_requests_total", **healthz)
+        for _ in range(4):
+            assert httpx.get(second.base + "/healthz").status_code == 200
+        poll(second.base, lambda m: value(m, "dicomweb_http_requests_total", **healthz) - was == 4)
+        assert any(fresh.iterdir())  # the workers write their metrics there
+    finally:
+        second.stop()
+    assert not fresh.exists()  # a clean stop removes it

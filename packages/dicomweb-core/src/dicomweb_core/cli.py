@@ -185,12 +185,19 @@ def _run_reindex(args: argparse.Namespace) -> int:
                 prefix=args.prefix,
                 max_header_size=settings.max_header_size,
                 concurrency=max(1, args.concurrency),
+                max_frames=settings.limits.max_frames,
             )
         finally:
             await catalog.close()
             await store.close()
-        sys.stdout.write(f"reindexed {report.indexed} instances, skipped {len(report.skipped)} objects\n")
-        return 0
+        for key, reason in report.skipped:
+            sys.stderr.write(f"skipped {key}: {reason}\n")
+        summary = f"reindexed {report.indexed} instances, skipped {len(report.skipped)} objects"
+        if report.refused:
+            # DICOM objects whose header lies about their pixel data: not catalogued, exit 3.
+            summary += f" ({len(report.refused)} failing the pixel-data check)"
+        sys.stdout.write(summary + "\n")
+        return 3 if report.refused else 0
 
     try:
         return asyncio.run(run())

@@ -205,7 +205,11 @@ def build_catalog(settings: Settings, store: MaintainedStore) -> CatalogReader:
         from .catalog.remote import RemoteCatalog
 
         return RemoteCatalog(
-            settings.query_endpoint, settings.provider_name, store, max_header_size=settings.max_header_size
+            settings.query_endpoint,
+            settings.provider_name,
+            store,
+            max_header_size=settings.max_header_size,
+            max_frames=settings.limits.max_frames,
         )
     return build_database_catalog(settings)
 

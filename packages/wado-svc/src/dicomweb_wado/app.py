@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomweb_core.catalog.qido import Level as QueryLevel
-from dicomweb_core.errors import BadRequestError
+from dicomweb_core.errors import BadRequestError, NotFoundError
 from dicomweb_core.runtime import Runtime
 from dicomweb_core.server import Service, mount_root, request_base_url
 from dicomweb_core.wado import search as qido
@@ -100,7 +100,16 @@ class WadoEndpoints:
         numbers = parse_frame_list(request.path_params["frames"])
         record = (await self.retriever.records(at))[0]
         head = request.method == "HEAD"
-        return to_response(await self.pixels.frames(record, numbers, self.ask(request), head=head), head=head)
+        ask = self.ask(request)
+        try:
+            reply = await self.pixels.frames(record, numbers, ask, head=head)
+        except NotFoundError:
+            # The object went before a byte was sent: replaced by a re-store? Then serve that.
+            fresh = None if head else await self.retriever.superseded(record)
+            if fresh is None:
+                raise
+            reply = await self.pixels.frames(fresh, numbers, ask, head=head)
+        return to_response(reply, head=head)
 
     async def bulkdata(self, request: Request) -> Response:
         at = self.at(request)
@@ -121,8 +130,11 @@ class WadoEndpoints:
         numbers = parse_frame_list(frames) if frames is not None else None
         records = await self.retriever.records(at)
         require_pixels(records)
-        reply = await self.renderer.rendered(records, self.ask(request), frames=numbers, thumbnail=thumbnail)
-        return to_response(reply)
+        head = request.method == "HEAD"  # answered from the catalog: nothing is read or rendered
+        reply = await self.renderer.rendered(
+            records, self.ask(request), frames=numbers, thumbnail=thumbnail, head=head
+        )
+        return to_response(reply, head=head)
 
     # ------------------------------------------------------------------ QIDO-RS
 

@@ -47,6 +47,7 @@ class RemoteCatalog:
         store: ObjectStore,
         *,
         max_header_size: int = 64 << 20,
+        max_frames: int = 1_000_000,
         timeout: float = 10.0,
         concurrency: int = 8,
     ) -> None:
@@ -54,6 +55,7 @@ class RemoteCatalog:
         self.provider = provider
         self._store = store
         self._max_header = max_header_size
+        self._max_frames = max_frames
         self._timeout = timeout
         self._concurrency = concurrency
         self._client: httpx.AsyncClient | None = None
@@ -97,10 +99,13 @@ class RemoteCatalog:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def _records(self, results: list[dict[str, Any]]) -> list[InstanceRecord]:
-        from ..objectscan import scan_object  # pydicom: loaded on first use
+    async def _records(self, results: list[dict[str, Any]]) -> tuple[list[InstanceRecord], list[str]]:
+        """The records of the listed objects, and why listed objects were left out: an
+        object that fails the ingest pixel-data check is not retrievable (as if absent)."""
+        from ..objectscan import UncheckedObjectError, scan_object  # pydicom: loaded on first use
 
         slots = asyncio.Semaphore(self._concurrency)
+        refused: list[str] = []
 
         async def one(result: dict[str, Any]) -> InstanceRecord | None:
             name = (result.get("resource") or {}).get("objectName")
@@ -108,12 +113,17 @@ class RemoteCatalog:
                 return None
             async with slots:
                 try:
-                    return await scan_object(self._store, str(name), max_header_size=self._max_header)
+                    return await scan_object(
+                        self._store, str(name), max_header_size=self._max_header, max_frames=self._max_frames
+                    )
+                except UncheckedObjectError as exc:
+                    refused.append(exc.reason)
+                    return None
                 except NotFoundError:
                     return None  # listed but gone from the bucket: not retrievable
 
         found = await asyncio.gather(*(one(r) for r in results))
-        return [r for r in found if r is not None]
+        return [r for r in found if r is not None], refused
 
     async def get_instance(
         self, study_uid: str, series_uid: str | None, sop_instance_uid: str
@@ -123,8 +133,11 @@ class RemoteCatalog:
             if series_uid is None:
                 return None
         path = f"/studies/{quote(study_uid)}/series/{quote(series_uid)}/instances/{quote(sop_instance_uid)}"
-        records = await self._records(await self._call("GET", path))
-        return next((r for r in records if r.sop_instance_uid == sop_instance_uid), None)
+        records, refused = await self._records(await self._call("GET", path))
+        found = next((r for r in records if r.sop_instance_uid == sop_instance_uid), None)
+        if found is None and refused:
+            raise NotFoundError(f"instance {sop_instance_uid} is not retrievable: {refused[0]}")
+        return found
 
     async def _series_of(self, study_uid: str, sop_instance_uid: str) -> str | None:
         model = _model("INSTANCE", study_uid, None, {_SOP_INSTANCE_UID: sop_instance_uid})
@@ -138,11 +151,14 @@ class RemoteCatalog:
         path = f"/studies/{quote(study_uid)}"
         if series_uid is not None:
             path += f"/series/{quote(series_uid)}"
+        found, refused = await self._records(await self._call("GET", path))
         records = [
             r
-            for r in await self._records(await self._call("GET", path))
+            for r in found
             if r.study_uid == study_uid and (series_uid is None or r.series_uid == series_uid)
         ]
+        if not records and refused:
+            raise NotFoundError(f"no retrievable instance: {refused[0]}")
         records.sort(key=_instance_order)
         return records
 

@@ -73,7 +73,10 @@ class Renderer:
         *,
         frames: list[int] | None = None,
         thumbnail: bool = False,
+        head: bool = False,
     ) -> Reply:
+        """The rendered image(s); ``head``: what a GET would answer, from the catalog alone
+        (the same checks of frame numbers and render limits; nothing read or rendered)."""
         options = parse_options(ask.params, thumbnail=thumbnail)
         multipart_type = _multipart_image(ask)
         media = multipart_type or choose_image_type(ask.ranges)
@@ -85,6 +88,10 @@ class Renderer:
         if cached is not None:
             return cached
         headers = checks.headers()
+        if head:
+            return self._head(
+                records, numbers, media, multipart_type, animate=frames is None, headers=headers
+            )
         if multipart_type is None and frames is None and media == GIF and len(records) == 1:
             count = min(PixelSource(self.store, records[0], self.budget.limits).available_frames, 1 << 30)
             if count > 1:
@@ -116,15 +123,59 @@ class Renderer:
             media_type=writer.content_type, body=writer.encode((media, i) for i in images), headers=headers
         )
 
-    async def render_animation(self, record: InstanceRecord, count: int, options: RenderOptions) -> bytes:
-        """Frames 1..count of a multi-frame instance as an animated GIF, within
-        ``MAX_RENDER_FRAMES`` frames and ``MAX_RENDER_PIXELS`` pixels in all."""
+    def _head(
+        self,
+        records: Sequence[InstanceRecord],
+        numbers: list[int],
+        media: str,
+        multipart_type: str | None,
+        *,
+        animate: bool,
+        headers: dict[str, str],
+    ) -> Reply:
+        if multipart_type is None:
+            record = records[0]
+            count = min(PixelSource(self.store, record, self.budget.limits).available_frames, 1 << 30)
+            if animate and media == GIF and count > 1:
+                self._check_animation(record, count)
+            self._checked_source(record, numbers[0])
+            return Reply(media_type=media, body=b"", headers=headers)
+        for record in records:
+            if record.pixel_data is not None or len(records) == 1:
+                for n in numbers:
+                    self._checked_source(record, n)
+        return Reply(media_type=MultipartWriter(media).content_type, body=b"", headers=headers)
+
+    def _check_animation(self, record: InstanceRecord, count: int) -> None:
         limits = self.budget.limits
         if count > limits.max_render_frames:
             raise NotAcceptableError(
                 f"instance {record.sop_instance_uid} has {count} frames, over the MAX_RENDER_FRAMES limit"
                 f" of {limits.max_render_frames} for an animated rendering; ask for frames/{{n}}/rendered"
             )
+
+    def _checked_source(self, record: InstanceRecord, number: int) -> PixelSource:
+        """The frame's source once the catalog says it exists and is within the render
+        limits (404 / 406 with the reason); nothing is read."""
+        limits = self.budget.limits
+        source = PixelSource(self.store, record, limits)
+        source.check_frames([number])
+        meta = source.metadata
+        pixels = _value(meta, "00280010") * _value(meta, "00280011")
+        if pixels > limits.max_render_pixels:
+            raise NotAcceptableError(
+                f"instance {record.sop_instance_uid} has {pixels} pixels per frame,"
+                f" over the MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels for rendering"
+            )
+        if source.frame_bits:
+            source.bounded((source.frame_bits + 7) // 8, "a decoded frame")
+        return source
+
+    async def render_animation(self, record: InstanceRecord, count: int, options: RenderOptions) -> bytes:
+        """Frames 1..count of a multi-frame instance as an animated GIF, within
+        ``MAX_RENDER_FRAMES`` frames and ``MAX_RENDER_PIXELS`` pixels in all."""
+        limits = self.budget.limits
+        self._check_animation(record, count)
         images: list[Image.Image] = []
         total = 0
         for n in range(1, count + 1):
@@ -152,18 +203,8 @@ class Renderer:
         self, record: InstanceRecord, number: int, options: RenderOptions, media: str | None
     ) -> bytes | Image.Image:
         """One frame rendered and encoded as ``media``, or as a Pillow image when ``None``."""
-        limits = self.budget.limits
-        source = PixelSource(self.store, record, limits)
-        source.check_frames([number])
+        source = self._checked_source(record, number)
         meta = source.metadata
-        pixels = _value(meta, "00280010") * _value(meta, "00280011")
-        if pixels > limits.max_render_pixels:
-            raise NotAcceptableError(
-                f"instance {record.sop_instance_uid} has {pixels} pixels per frame,"
-                f" over the MAX_RENDER_PIXELS limit of {limits.max_render_pixels} pixels for rendering"
-            )
-        if source.frame_bits:
-            source.bounded((source.frame_bits + 7) // 8, "a decoded frame")
         # The slot covers the reads too: waiting renders hold no frame bytes.
         async with self.budget.slot():
             frame = await source.frame(number)

@@ -4,6 +4,11 @@ Instances stream from the store in large chunks, as stored, unless the client as
 transfer syntax the object is not in (then :mod:`.transcode` converts it, one instance at a
 time). Metadata comes from the catalog only: the stored DICOM JSON blobs are concatenated
 into the response with the ``@@BASE@@`` placeholder replaced, never re-encoded.
+
+A re-store with ``DUPLICATE_POLICY=replace`` may supersede (and remove) the object a request
+looked up just before it is opened. Every object is opened (its first chunk read) before any
+byte of its answer or part is sent; when it is gone, the row is read again once and, if it
+now names another object, that revision is served (:meth:`Retriever.superseded`).
 """
 
 from __future__ import annotations
@@ -175,8 +180,27 @@ class Retriever:
 
     # ------------------------------------------------------------------ instances
 
+    async def superseded(self, record: InstanceRecord) -> InstanceRecord | None:
+        """The instance's row read again when ``record``'s object was found gone: the new
+        revision when a re-store replaced it since, else ``None`` (it really is missing)."""
+        fresh = await self.catalog.get_instance(record.study_uid, record.series_uid, record.sop_instance_uid)
+        return fresh if fresh is not None and fresh.object_key != record.object_key else None
+
     async def instances(self, at: Level, ask: Ask, *, head: bool = False) -> Reply:
         records = await self.records(at)
+        try:
+            return await self._instances(at, ask, records, head=head)
+        except NotFoundError:
+            # Raised before any byte went out: an object replaced since the lookup is served
+            # in its new revision (the whole answer planned again, ETag included), once.
+            fresh = await self.records(at)
+            if head or [r.object_key for r in fresh] == [r.object_key for r in records]:
+                raise
+            return await self._instances(at, ask, fresh, head=head)
+
+    async def _instances(
+        self, at: Level, ask: Ask, records: list[InstanceRecord], *, head: bool = False
+    ) -> Reply:
         plan = plan_instances(ask.ranges, records, at.instance is not None, self.budget.limits)
         checks = validators(records, f"{plan.container}|{','.join(plan.syntaxes)}")
         cached = checks.not_modified(ask)
@@ -194,7 +218,8 @@ class Retriever:
             if ts == "*":
                 headers["Content-Length"] = str(record.size)
                 media = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
-                return Reply(media_type=media, body=self.store.read(record.object_key), headers=headers)
+                stream = await _opened(self.store.read(record.object_key))  # NotFoundError: not sent yet
+                return Reply(media_type=media, body=stream, headers=headers)
             spool, size = await self._converted(record)
             headers["Content-Length"] = str(size)
             return Reply(media_type=f"{DICOM}; transfer-syntax={ts}", body=_spooled(spool), headers=headers)
@@ -231,10 +256,15 @@ class Retriever:
         try:
             for i, (record, ts) in enumerate(zip(records, syntaxes, strict=True)):
                 if ts == "*":
+                    try:  # opened before its part header goes out
+                        chunks = await _opened(self.store.read(record.object_key))
+                    except NotFoundError:
+                        fresh = await self.superseded(record)
+                        if fresh is None:
+                            raise
+                        record, chunks = fresh, await _opened(self.store.read(fresh.object_key))
                     ctype = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
-                    yield Part(
-                        ctype, self.store.read(record.object_key), {"Content-Length": str(record.size)}
-                    )
+                    yield Part(ctype, chunks, {"Content-Length": str(record.size)})
                 else:
                     spool, size = converted.pop(i)
                     yield Part(
@@ -355,6 +385,22 @@ async def _json_array(records: Sequence[InstanceRecord], base: bytes) -> AsyncIt
             piece, size = [], 0
     piece.append(b"]")
     yield b"".join(piece)
+
+
+async def _opened(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The same chunks, the first one read now: a missing object raises here, not mid-answer."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
 
 
 async def _spooled(spool: IO[bytes]) -> AsyncIterator[bytes]:
