@@ -288,11 +288,9 @@ def _run_viewer_install(args: argparse.Namespace) -> int:
 def create_app(command: str, settings: Settings) -> Starlette:
     """The app of ``command`` (serve, stow-svc, wado-svc) on parsed settings; raises
     :class:`ConfigError` on what cannot work."""
-    from .malloctune import tune_allocator
     from .runtime import build_runtime
     from .server import build_app, discover_services
 
-    tune_allocator()  # each serving process (every worker re-creates its app here)
     runtime = build_runtime(settings)
     installed = discover_services()
     wanted = {"serve": ["stow", "wado"], "stow-svc": ["stow"], "wado-svc": ["wado"]}[command]
