@@ -81,9 +81,7 @@ class FileObjectWriter:
 
     def _write_sync(self, chunks: list[bytes | memoryview]) -> None:
         if self._fd < 0:
-            if not self._final.parent.is_dir():
-                _make_dirs_durably(self._final.parent, self._root)
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = _create_in_dir(self._tmp, self._root)
             self._created = True
         for chunk in chunks:
             self._hash.update(chunk)
@@ -278,6 +276,27 @@ class FileObjectStore:
 
     async def close(self) -> None:
         return None
+
+
+#: How often a writer re-creates its directory that a concurrent removal pruned meanwhile.
+_PRUNED_DIR_RETRIES = 16
+
+
+def _create_in_dir(path: Path, root: Path) -> int:
+    """Create the file ``path`` (exclusively), making its directories first. Another store
+    of the same series may remove its last object there at the same moment, and with it the
+    emptied directories (:func:`_prune_empty_dirs`), between our check and our create: the
+    create (or a mkdir, or a directory fsync) then fails with ENOENT, and is simply done
+    again. Once the file exists the directory is not empty, so it stays."""
+    for attempt in range(_PRUNED_DIR_RETRIES):
+        try:
+            if not path.parent.is_dir():
+                _make_dirs_durably(path.parent, root)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            if attempt == _PRUNED_DIR_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _make_dirs_durably(directory: Path, root: Path) -> None:
