@@ -8,7 +8,6 @@ browser from Debian (``/usr/bin/chromium``).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dicomweb_core.ui.viewer import app_config
 from tests.servers import ServiceProcess
 
 HERE = Path(__file__).resolve().parent
@@ -50,46 +50,6 @@ def viewer_prerequisites() -> None:
         # In CI a missing browser or bundle is a broken setup, never a silent pass.
         pytest.fail(reason, pytrace=False)
     pytest.skip("NOT RUN: " + reason)
-
-
-def app_config(dicomweb_root: str) -> str:
-    """OHIF's ``app-config.js``: one DICOMweb data source at our server (QIDO + WADO-RS)."""
-    source = {
-        "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
-        "sourceName": "dicomweb",
-        "configuration": {
-            "friendlyName": "dicomweb serve",
-            "name": "dicomweb",
-            "qidoRoot": dicomweb_root,
-            "wadoRoot": dicomweb_root,
-            "wadoUriRoot": dicomweb_root,
-            "qidoSupportsIncludeField": True,
-            "supportsFuzzyMatching": True,
-            "supportsWildcard": True,
-            "imageRendering": "wadors",
-            "thumbnailRendering": "wadors",
-            "enableStudyLazyLoad": True,
-            "supportsReject": False,
-            "staticWado": False,
-            "singlepart": "bulkdata,video",
-            "bulkDataURI": {"enabled": True},
-            "omitQuotationForMultipartRequest": True,
-        },
-    }
-    config = {
-        "routerBasename": "/",
-        "extensions": [],
-        "modes": [],
-        "showStudyList": True,
-        "maxNumberOfWebWorkers": 2,
-        "showWarningMessageForCrossOrigin": False,
-        "showCPUFallbackMessage": False,
-        "showLoadingIndicator": True,
-        "investigationalUseDialog": {"option": "never"},
-        "defaultDataSourceName": "dicomweb",
-        "dataSources": [source],
-    }
-    return "window.config = " + json.dumps(config, indent=2) + ";\n"
 
 
 class _OhifHandler(SimpleHTTPRequestHandler):
@@ -158,7 +118,7 @@ def ohif_url(viewer_prerequisites: None, dicomweb_server: ServiceProcess) -> Ite
     handler = type(
         "Handler",
         (_OhifHandler,),
-        {"config_js": app_config(dicomweb_server.base + "/dicomweb").encode()},
+        {"config_js": app_config(dicomweb_server.base + "/dicomweb", router_basename="/")},
     )
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(OHIF_DIST)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -26,8 +26,9 @@ PREFIX = "/viewer"
 SPA_ROUTES = ("viewer", "local", "segmentation", "tmtv", "microscopy")
 
 
-def app_config(dicomweb_url: str) -> bytes:
-    """OHIF's ``window.config``: one DICOMweb data source (QIDO + WADO-RS) at ``dicomweb_url``."""
+def app_config(dicomweb_url: str, *, router_basename: str = PREFIX) -> bytes:
+    """OHIF's ``window.config``: one DICOMweb data source (QIDO + WADO-RS) at ``dicomweb_url``,
+    the viewer's own pages under ``router_basename`` (``/`` for a bundle served at a site root)."""
     source = {
         "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
         "sourceName": "dicomweb",
@@ -51,7 +52,7 @@ def app_config(dicomweb_url: str) -> bytes:
         },
     }
     config = {
-        "routerBasename": PREFIX,
+        "routerBasename": router_basename,
         "extensions": [],
         "modes": [],
         "showStudyList": True,
