@@ -144,6 +144,27 @@ class Checker:
         check = sweep(self.store, self.catalog, cutoff=time.time(), repair=False, check_rows=True)
         return self.loop.run_until_complete(check)
 
+    def _snapshot(self) -> tuple[list[str], int]:
+        async def listing() -> tuple[list[str], int]:
+            keys = sorted([o.key async for o in self.store.list_objects()])
+            leftovers = len([x async for x in self.store.list_leftovers()])
+            return keys, leftovers
+
+        return self.loop.run_until_complete(listing())
+
+    def settle(self, quiet: float = 0.5, timeout: float = 15.0) -> None:
+        """Wait until the store stops changing: an S3 server finishes a killed process's
+        in-flight requests (an upload's completion) after the process is gone, and a restart
+        whose start-up sweep ran before that would leave the object it completes unswept."""
+        deadline = time.monotonic() + timeout
+        last = self._snapshot()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self._snapshot()
+            if now == last:
+                return
+            last = now
+
     def close(self) -> None:
         self.loop.run_until_complete(self.catalog.close())
         self.loop.run_until_complete(self.store.close())
@@ -222,6 +243,7 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(
             stop.set()
             for t in threads:
                 t.join(30)
+            checker.settle()
             server.start(timeout=30)
             # Studies with anything sent this round: new instances and re-stored ones.
             touched = {ledger.study_of(s) for s, v in ledger.sent.items() if len(v) != before.get(s)}
